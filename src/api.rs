@@ -1,1 +1,403 @@
-//! TODO
+//! The alerts API of one tenant: one `GET /api/alerts` with its OData query,
+//! the call budget, the bearer token, retries, and the mapping of every answer
+//! to a page of raw alerts or a typed error.
+//!
+//! Retries live here, below the poll, so that one page either arrives whole or
+//! the poll fails and the cursor stays where it was.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AuthError, TokenSource};
+use crate::backoff::Backoff;
+use crate::ratelimit::CallBudget;
+use crate::timestamp::Timestamp;
+
+/// Retries of one request within one poll (beyond the first try).
+const MAX_RETRIES: u32 = 5;
+
+/// What to ask for: a half-open `lastUpdateTime` window and a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// `lastUpdateTime ge from`.
+    pub from: Timestamp,
+    /// `lastUpdateTime lt to`, or no upper bound.
+    pub to: Option<Timestamp>,
+    pub top: u32,
+    pub skip: u32,
+    pub expand_evidence: bool,
+}
+
+impl Query {
+    /// The OData `$filter`. `ge` (not `gt`) on the lower bound because several
+    /// alerts can share one 100 ns instant; dedup drops the re-read ones.
+    pub fn filter(&self) -> String {
+        match self.to {
+            Some(to) => format!("lastUpdateTime ge {} and lastUpdateTime lt {}", self.from, to),
+            None => format!("lastUpdateTime ge {}", self.from),
+        }
+    }
+
+    fn query_string(&self) -> String {
+        let mut q = format!("$filter={}&$top={}", encode(&self.filter()), self.top);
+        if self.skip > 0 {
+            q.push_str(&format!("&$skip={}", self.skip));
+        }
+        if self.expand_evidence {
+            q.push_str("&$expand=evidence");
+        }
+        q
+    }
+}
+
+/// Percent-encodes a query value. Written by hand because form encoders also
+/// escape the `$` of OData's system query options when used for names.
+fn encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 16);
+    for b in value.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// One HTTP answer's body, kept as bytes so that alerts can be borrowed from
+/// it without a copy.
+#[derive(Debug)]
+pub struct PageBody {
+    bytes: bytes::Bytes,
+}
+
+/// A parsed page: the alerts as raw JSON borrowed from the body.
+#[derive(Debug, Deserialize)]
+pub struct Page<'a> {
+    #[serde(borrow)]
+    pub value: Vec<&'a RawValue>,
+    #[serde(rename = "@odata.nextLink", default)]
+    pub next_link: Option<String>,
+}
+
+impl PageBody {
+    pub fn parse(&self) -> Result<Page<'_>, serde_json::Error> {
+        serde_json::from_slice(&self.bytes)
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Why a page could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("token: {0}")]
+    Auth(#[from] AuthError),
+    #[error("HTTP 401 from the alerts API twice in a row, even with a new token: {message}")]
+    Unauthorized { message: String },
+    #[error(
+        "HTTP 403 from the alerts API: {message} (the app's token lacks the Alert.Read.All role in this tenant: the customer must re-consent, see `mde-poller check`)"
+    )]
+    Forbidden { message: String },
+    #[error("HTTP 400 from the alerts API: {message}")]
+    BadRequest { message: String },
+    #[error("throttled (HTTP {status}), retry after {retry_after:?}")]
+    Throttled { status: u16, retry_after: Duration },
+    #[error("HTTP {status} from the alerts API: {message}")]
+    Server { status: u16, message: String },
+    #[error("HTTP {status} from the alerts API: {message}")]
+    Unexpected { status: u16, message: String },
+    #[error("request to the alerts API failed: {0}")]
+    Transport(String),
+    #[error("the alerts API answered with malformed JSON: {0}")]
+    Malformed(String),
+    #[error("stopped by shutdown")]
+    Cancelled,
+}
+
+impl ApiError {
+    /// Worth another try within the same poll.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Throttled { .. }
+            | ApiError::Server { .. }
+            | ApiError::Transport(_)
+            | ApiError::Malformed(_) => true,
+            ApiError::Auth(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// The alerts API as one tenant sees it.
+#[derive(Debug)]
+pub struct AlertsApi {
+    http: reqwest::Client,
+    base: String,
+    tokens: Arc<TokenSource>,
+    budget: Arc<CallBudget>,
+}
+
+impl AlertsApi {
+    pub fn new(
+        http: reqwest::Client,
+        api_url: &str,
+        tokens: Arc<TokenSource>,
+        budget: Arc<CallBudget>,
+    ) -> Self {
+        AlertsApi {
+            http,
+            base: api_url.trim_end_matches('/').to_owned(),
+            tokens,
+            budget,
+        }
+    }
+
+    pub fn tokens(&self) -> &Arc<TokenSource> {
+        &self.tokens
+    }
+
+    /// One page, retried within bounds; `cancel` abandons a request in flight
+    /// (nothing has been written for it yet, so nothing is half done).
+    pub async fn fetch(&self, query: &Query, cancel: &CancellationToken) -> Result<PageBody, ApiError> {
+        let url = format!("{}/api/alerts?{}", self.base, query.query_string());
+        self.get_with_retries(&url, cancel).await
+    }
+
+    /// Follows an `@odata.nextLink`, which must point at the same API host: the
+    /// bearer token is never sent anywhere else.
+    pub async fn fetch_link(&self, link: &str, cancel: &CancellationToken) -> Result<PageBody, ApiError> {
+        if !link.starts_with(&format!("{}/", self.base)) {
+            return Err(ApiError::Malformed(format!(
+                "@odata.nextLink points outside {}: refused",
+                self.base
+            )));
+        }
+        self.get_with_retries(link, cancel).await
+    }
+
+    async fn get_with_retries(&self, url: &str, cancel: &CancellationToken) -> Result<PageBody, ApiError> {
+        let mut backoff = Backoff::for_requests();
+        let mut renewed_token = false;
+        loop {
+            let attempt = async {
+                self.budget.acquire().await;
+                let token = self.tokens.token().await?;
+                let result = self.get_once(url, token.bearer()).await;
+                Ok::<_, ApiError>((token, result))
+            };
+            let (token, result) = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(ApiError::Cancelled),
+                r = attempt => match r {
+                    Ok(pair) => pair,
+                    // The token source already retried transient token errors.
+                    Err(e) => return Err(e),
+                },
+            };
+            let err = match result {
+                Ok(body) => return Ok(body),
+                Err(e) => e,
+            };
+            if let ApiError::Unauthorized { .. } = err {
+                if !renewed_token {
+                    // The token expired or was revoked early: one new token, one retry.
+                    renewed_token = true;
+                    self.tokens.invalidate(&token).await;
+                    tracing::info!(event = "token_rejected", "the API refused the token; fetching a new one");
+                    continue;
+                }
+            }
+            if !err.is_retryable() || backoff.attempts() >= MAX_RETRIES {
+                return Err(err);
+            }
+            let mut delay = backoff.next_delay();
+            if let ApiError::Throttled { retry_after, .. } = &err {
+                // Obeyed through the budget, so no other call of this tenant
+                // slips in before the server's time has passed.
+                self.budget.block_for(*retry_after);
+                delay = Duration::ZERO;
+            }
+            tracing::warn!(
+                event = "api_retry",
+                error = %err,
+                attempt = backoff.attempts(),
+                delay_ms = delay.as_millis() as u64,
+                "alerts API call failed; retrying"
+            );
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(ApiError::Cancelled),
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn get_once(&self, url: &str, bearer: &str) -> Result<PageBody, ApiError> {
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(bearer)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| ApiError::Transport(describe(&e)))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Transport(format!("reading the body: {}", describe(&e))))?;
+        if status == 200 {
+            return Ok(PageBody { bytes });
+        }
+        let message = error_message(&bytes);
+        Err(match status {
+            401 => ApiError::Unauthorized { message },
+            403 => ApiError::Forbidden { message },
+            400 => ApiError::BadRequest { message },
+            429 | 503 => ApiError::Throttled {
+                status,
+                // Without a Retry-After, a pause the size of a minute window's slot.
+                retry_after: retry_after.unwrap_or(Duration::from_secs(if status == 429 { 60 } else { 5 })),
+            },
+            500..=599 => ApiError::Server { status, message },
+            _ => ApiError::Unexpected { status, message },
+        })
+    }
+}
+
+/// The `error.code: message` of an API error body, or a note that there was
+/// none (gateways answer with empty or HTML bodies).
+fn error_message(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Inner,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(Envelope { error }) => format!(
+            "{}: {}",
+            error.code.as_deref().unwrap_or("?"),
+            error.message.as_deref().unwrap_or("")
+        ),
+        Err(_) if body.is_empty() => "no body".to_owned(),
+        Err(_) => format!("unparsed body of {} bytes", body.len()),
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+/// A transport error in words, without the URL (whose query is harmless, but
+/// long) and never with headers.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the body"
+    } else {
+        "failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_owned()
+    } else {
+        format!("{kind} ({detail})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_keeps_full_precision_and_is_half_open() {
+        let q = Query {
+            from: Timestamp::parse("2026-11-26T10:00:00.1234567Z").unwrap(),
+            to: Some(Timestamp::parse("2026-11-26T11:00:00Z").unwrap()),
+            top: 25,
+            skip: 0,
+            expand_evidence: false,
+        };
+        assert_eq!(
+            q.filter(),
+            "lastUpdateTime ge 2026-11-26T10:00:00.1234567Z and lastUpdateTime lt 2026-11-26T11:00:00.0000000Z"
+        );
+        assert_eq!(
+            q.query_string(),
+            "$filter=lastUpdateTime%20ge%202026-11-26T10:00:00.1234567Z%20and%20lastUpdateTime%20lt%202026-11-26T11:00:00.0000000Z&$top=25"
+        );
+        let open = Query {
+            to: None,
+            skip: 50,
+            expand_evidence: true,
+            ..q
+        };
+        assert_eq!(
+            open.query_string(),
+            "$filter=lastUpdateTime%20ge%202026-11-26T10:00:00.1234567Z&$top=25&$skip=50&$expand=evidence"
+        );
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(61));
+        let d = parse_retry_after(&in_a_minute).unwrap();
+        assert!(d > Duration::from_secs(55) && d <= Duration::from_secs(61), "{d:?}");
+        assert_eq!(parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn error_bodies_are_read_defensively() {
+        assert_eq!(
+            error_message(br#"{"error":{"code":"Forbidden","message":"no role","target":"x"}}"#),
+            "Forbidden: no role"
+        );
+        assert_eq!(error_message(b""), "no body");
+        assert_eq!(error_message(b"<html>"), "unparsed body of 6 bytes");
+    }
+
+    #[test]
+    fn pages_borrow_alerts_verbatim() {
+        let body = PageBody {
+            bytes: bytes::Bytes::from_static(
+                br#"{"@odata.context":"x","value":[{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}]}"#,
+            ),
+        };
+        let page = body.parse().unwrap();
+        assert_eq!(page.value.len(), 1);
+        assert_eq!(page.value[0].get(), r#"{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}"#);
+        assert!(page.next_link.is_none());
+    }
+}

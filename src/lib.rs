@@ -27,6 +27,7 @@ pub mod backoff;
 pub mod config;
 pub mod http;
 pub mod output;
+pub mod poll;
 pub mod ratelimit;
 pub mod sim;
 pub mod store;

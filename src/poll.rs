@@ -1,0 +1,541 @@
+//! One poll of one tenant: time windows → fetch → dedup → emit → commit.
+//!
+//! This is the only place that decides what counts as new. The API promises no
+//! order and no `@odata.nextLink`, and `$skip` over changing data skips or
+//! repeats items, so a poll pages **by time**: a window whose answer is shorter
+//! than `$top` is complete; a full one is split in two and each half read
+//! again. Every page is emitted (written, flushed, fsynced) before the store
+//! records it, and the cursor moves only after the whole poll succeeded, so a
+//! crash at any point repeats at most the page in flight and loses nothing.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AlertsApi, ApiError, PageBody, Query};
+use crate::backoff::Backoff;
+use crate::config::{OutputFormat, PollSettings};
+use crate::output::{self, Change, Record, Sink};
+use crate::store::{Cursor, EmittedVersion, PollOutcome, Store, StoreError};
+use crate::timestamp::Timestamp;
+
+/// Output is flushed in chunks of about this size, so that a 10,000-alert page
+/// never needs a second full copy of itself in memory.
+const WRITE_CHUNK: usize = 2 << 20;
+
+/// Retries of a page that arrived as malformed JSON (a truncated body).
+const MALFORMED_RETRIES: u32 = 5;
+
+/// The one output stream all tenants write to, and its format.
+pub struct Emitter {
+    sink: Mutex<Sink>,
+    format: OutputFormat,
+}
+
+impl Emitter {
+    pub fn new(sink: Sink, format: OutputFormat) -> Self {
+        Emitter {
+            sink: Mutex::new(sink),
+            format,
+        }
+    }
+
+    /// Writes whole lines and makes them durable before returning.
+    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.sink.lock().expect("sink lock").write_batch(bytes)
+    }
+
+    /// Reopens the output file (SIGHUP after logrotate moved it away).
+    pub fn reopen(&self) -> std::io::Result<()> {
+        self.sink.lock().expect("sink lock").reopen()
+    }
+
+    pub fn format(&self) -> OutputFormat {
+        self.format
+    }
+
+    /// Replaces the sink (a reload changed the output target), returning the old one.
+    pub fn replace(&self, sink: Sink) -> Sink {
+        std::mem::replace(&mut *self.sink.lock().expect("sink lock"), sink)
+    }
+
+    pub fn with_sink<R>(&self, f: impl FnOnce(&Sink) -> R) -> R {
+        f(&self.sink.lock().expect("sink lock"))
+    }
+}
+
+/// What a poll needs besides the tenant.
+#[derive(Clone)]
+pub struct PollEnv {
+    pub store: Arc<Store>,
+    pub emitter: Arc<Emitter>,
+    pub settings: PollSettings,
+}
+
+/// The tenant being polled.
+#[derive(Debug)]
+pub struct TenantPoll {
+    pub name: String,
+    pub tenant_id: String,
+    pub api: AlertsApi,
+}
+
+/// What one successful poll did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    /// Alerts returned by complete windows (an alert re-read is counted again).
+    pub seen: u64,
+    /// Lines written.
+    pub emitted: u64,
+    /// Calls to the alerts API, including the full windows that were split.
+    pub requests: u64,
+    /// The cursor after this poll.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("writing the output: {0}")]
+    Output(std::io::Error),
+    #[error("a page of alerts could not be parsed after {MALFORMED_RETRIES} tries: {0}")]
+    Malformed(String),
+}
+
+impl PollError {
+    /// A token error the operator must fix (consent, secret, certificate, …).
+    pub fn persistent_auth(&self) -> Option<&crate::auth::AuthError> {
+        match self {
+            PollError::Api(ApiError::Auth(e)) if e.is_persistent() => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, PollError::Api(ApiError::Cancelled))
+    }
+}
+
+/// Polls `tenant` once. The poll is recorded in the store's history whatever
+/// its outcome; the cursor moves only on success.
+pub async fn poll_tenant(
+    env: &PollEnv,
+    tenant: &TenantPoll,
+    cancel: &CancellationToken,
+) -> Result<PollReport, PollError> {
+    let started = Timestamp::now();
+    let (name, id) = (tenant.name.clone(), tenant.tenant_id.clone());
+    let poll_id = blocking(&env.store, move |s| s.begin_poll(&name, &id, started)).await?;
+    let id = tenant.tenant_id.clone();
+    let cursor = blocking(&env.store, move |s| s.cursor(&id)).await?;
+
+    let mut run = Run {
+        env,
+        tenant,
+        cancel,
+        report: PollReport::default(),
+        cursor: cursor.clone(),
+    };
+    let lower = match &cursor {
+        // Re-read `lookback` behind the newest change seen: alerts reach the
+        // API late, with a lastUpdateTime older than ones already returned.
+        Some(c) => c.at.saturating_sub(env.settings.lookback),
+        None => started.saturating_sub(env.settings.first_lookback),
+    };
+    let result = run.windows(lower).await;
+
+    let mut report = std::mem::take(&mut run.report);
+    report.cursor = run.cursor_text();
+    let moved = run.cursor.filter(|c| cursor.as_ref().is_none_or(|old| c.at > old.at));
+    let outcome = PollOutcome {
+        ended: Timestamp::now(),
+        seen: report.seen,
+        emitted: report.emitted,
+        error: result.as_ref().err().map(|e| e.to_string()),
+        cursor: if result.is_ok() { moved } else { None },
+    };
+    let id = tenant.tenant_id.clone();
+    blocking(&env.store, move |s| s.finish_poll(poll_id, &id, &outcome)).await?;
+    result.map(|()| report)
+}
+
+struct Run<'a> {
+    env: &'a PollEnv,
+    tenant: &'a TenantPoll,
+    cancel: &'a CancellationToken,
+    report: PollReport,
+    /// The newest lastUpdateTime seen so far (server text, exact ticks).
+    cursor: Option<Cursor>,
+}
+
+/// A window `[from, to)`; `to = None` is open-ended, so that an alert stamped
+/// by a server clock ahead of ours is not left for a later poll.
+type Window = (Timestamp, Option<Timestamp>);
+
+impl Run<'_> {
+    fn cursor_text(&self) -> Option<String> {
+        self.cursor.as_ref().map(|c| c.text.clone())
+    }
+
+    async fn windows(&mut self, lower: Timestamp) -> Result<(), PollError> {
+        let page_size = self.env.settings.page_size;
+        let mut pending: VecDeque<Window> = VecDeque::from([(lower, None)]);
+        // Alerts per tick in the last complete window: used to cut a wide
+        // window before asking for it, so a back-fill does not fetch (and
+        // throw away) a full page at every level of the split.
+        let mut density: Option<f64> = None;
+        while let Some((from, to)) = pending.pop_front() {
+            if self.cancel.is_cancelled() {
+                return Err(ApiError::Cancelled.into());
+            }
+            let end = to.unwrap_or_else(Timestamp::now).max(from);
+            let width = end.ticks() - from.ticks();
+            if let Some(d) = density {
+                let expected = d * width as f64;
+                if expected > f64::from(page_size) && width > 1 {
+                    let pieces = (expected / (0.7 * f64::from(page_size))).ceil().min(64.0) as i64;
+                    let step = (width / pieces).max(1);
+                    let mut cuts: Vec<Window> = Vec::new();
+                    let mut a = from;
+                    for _ in 1..pieces {
+                        let b = Timestamp::from_ticks(a.ticks() + step);
+                        if b >= end {
+                            break;
+                        }
+                        cuts.push((a, Some(b)));
+                        a = b;
+                    }
+                    cuts.push((a, to));
+                    for w in cuts.into_iter().rev() {
+                        pending.push_front(w);
+                    }
+                    // Estimates are guesses: each piece is still checked for fullness.
+                    density = None;
+                    continue;
+                }
+            }
+            let query = Query {
+                from,
+                to,
+                top: page_size,
+                skip: 0,
+                expand_evidence: self.env.settings.expand_evidence,
+            };
+            match self.fetch_and_handle(&query, None, false).await? {
+                Handled::Full { newest } => {
+                    // The answer is an arbitrary subset: split and read both halves.
+                    let end = match to {
+                        Some(to) => to,
+                        None => {
+                            let past_newest = newest.map(|t| Timestamp::from_ticks(t.ticks() + 1));
+                            Timestamp::now().max(past_newest.unwrap_or(from)).max(from)
+                        }
+                    };
+                    let width = end.ticks() - from.ticks();
+                    if width <= 1 {
+                        self.read_instant(from).await?;
+                    } else {
+                        let mid = Timestamp::from_ticks(from.ticks() + width / 2);
+                        pending.push_front((mid, to));
+                        pending.push_front((from, Some(mid)));
+                        tracing::debug!(event = "window_split", tenant = %self.tenant.name, from = %from, mid = %mid, "full page: window split in two");
+                    }
+                }
+                Handled::Done { count, next_link } => {
+                    self.follow_links(next_link).await?;
+                    density = Some(count as f64 / width.max(1) as f64);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One 100 ns instant holds a full page or more: the only case where
+    /// `$skip` is used, since no narrower time window exists.
+    async fn read_instant(&mut self, at: Timestamp) -> Result<(), PollError> {
+        let page_size = self.env.settings.page_size;
+        let mut skip = 0u32;
+        tracing::warn!(event = "instant_paging", tenant = %self.tenant.name, at = %at, "one instant holds a full page: paging with $skip");
+        loop {
+            let query = Query {
+                from: at,
+                to: Some(Timestamp::from_ticks(at.ticks() + 1)),
+                top: page_size,
+                skip,
+                expand_evidence: self.env.settings.expand_evidence,
+            };
+            match self.fetch_and_handle(&query, None, true).await? {
+                Handled::Done { count, .. } if count < page_size as usize => return Ok(()),
+                _ => skip = skip.saturating_add(page_size),
+            }
+        }
+    }
+
+    async fn follow_links(&mut self, mut link: Option<String>) -> Result<(), PollError> {
+        while let Some(url) = link.take() {
+            if self.cancel.is_cancelled() {
+                return Err(ApiError::Cancelled.into());
+            }
+            if let Handled::Done { next_link, .. } = self.fetch_and_handle(&Query::dummy(), Some(&url), true).await? {
+                link = next_link;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches one page and handles it; a body that does not parse (truncated
+    /// in transit) is fetched again, a bounded number of times.
+    async fn fetch_and_handle(
+        &mut self,
+        query: &Query,
+        link: Option<&str>,
+        accept_full: bool,
+    ) -> Result<Handled, PollError> {
+        let mut backoff = Backoff::for_requests();
+        loop {
+            let api = &self.tenant.api;
+            let body = match link {
+                Some(url) => api.fetch_link(url, self.cancel).await?,
+                None => api.fetch(query, self.cancel).await?,
+            };
+            self.report.requests += 1;
+            let ctx = PageContext {
+                env: self.env.clone(),
+                tenant_name: self.tenant.name.clone(),
+                tenant_id: self.tenant.tenant_id.clone(),
+                page_size: self.env.settings.page_size as usize,
+                accept_full,
+            };
+            let outcome = tokio::task::spawn_blocking(move || handle_page(&ctx, body))
+                .await
+                .expect("page handler panicked");
+            match outcome {
+                Ok(page) => {
+                    if let PageOutcome::Done { seen, emitted, newest, .. } = &page {
+                        self.report.seen += *seen as u64;
+                        self.report.emitted += *emitted as u64;
+                        if let Some(newest) = newest {
+                            if self.cursor.as_ref().is_none_or(|c| newest.at > c.at) {
+                                self.cursor = Some(newest.clone());
+                            }
+                        }
+                    }
+                    return Ok(page.into());
+                }
+                Err(PageError::Malformed(e)) => {
+                    if backoff.attempts() >= MALFORMED_RETRIES {
+                        return Err(PollError::Malformed(e));
+                    }
+                    let delay = backoff.next_delay();
+                    tracing::warn!(event = "api_retry", tenant = %self.tenant.name, error = %e, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "malformed page; fetching it again");
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(ApiError::Cancelled.into()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(PageError::Store(e)) => return Err(e.into()),
+                Err(PageError::Output(e)) => return Err(PollError::Output(e)),
+            }
+        }
+    }
+}
+
+impl Query {
+    /// Stands in where a nextLink carries the whole query.
+    fn dummy() -> Query {
+        Query {
+            from: Timestamp::MIN,
+            to: None,
+            top: 0,
+            skip: 0,
+            expand_evidence: false,
+        }
+    }
+}
+
+enum Handled {
+    Full { newest: Option<Timestamp> },
+    Done { count: usize, next_link: Option<String> },
+}
+
+impl From<PageOutcome> for Handled {
+    fn from(p: PageOutcome) -> Self {
+        match p {
+            PageOutcome::Full { newest } => Handled::Full { newest },
+            PageOutcome::Done { count, next_link, .. } => Handled::Done { count, next_link },
+        }
+    }
+}
+
+struct PageContext {
+    env: PollEnv,
+    tenant_name: String,
+    tenant_id: String,
+    page_size: usize,
+    accept_full: bool,
+}
+
+#[derive(Debug)]
+enum PageOutcome {
+    /// As many alerts as `$top`: possibly more exist; nothing was emitted.
+    Full { newest: Option<Timestamp> },
+    Done {
+        count: usize,
+        seen: usize,
+        emitted: usize,
+        newest: Option<Cursor>,
+        next_link: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+enum PageError {
+    Malformed(String),
+    Store(StoreError),
+    Output(std::io::Error),
+}
+
+/// The fields dedup needs, read from an alert without copying it.
+#[derive(Deserialize)]
+struct AlertKey<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(rename = "lastUpdateTime", borrow, default)]
+    last_update: Option<Cow<'a, str>>,
+}
+
+struct Parsed<'a> {
+    raw: &'a serde_json::value::RawValue,
+    id: Cow<'a, str>,
+    last_update: Option<(Timestamp, Cow<'a, str>)>,
+    hash: u64,
+}
+
+/// Parses, dedups, emits and records one page (blocking: runs on the blocking
+/// pool so a fetch → emit → commit cycle is never cut by cancellation).
+fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageError> {
+    let page = body.parse().map_err(|e| PageError::Malformed(e.to_string()))?;
+    let count = page.value.len();
+    let mut parsed = Vec::with_capacity(count);
+    for raw in &page.value {
+        let text = raw.get();
+        let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+        let key: AlertKey = serde_json::from_str(text).map_err(|e| PageError::Malformed(format!("an alert that is not an object: {e}")))?;
+        // An alert without an id cannot be matched to its earlier versions:
+        // its content stands in, so an identical one is still emitted once.
+        let id = key.id.unwrap_or_else(|| Cow::Owned(format!("content-{hash:016x}")));
+        let last_update = key
+            .last_update
+            .and_then(|s| Timestamp::parse(&s).ok().map(|t| (t, s)));
+        parsed.push(Parsed {
+            raw,
+            id,
+            last_update,
+            hash,
+        });
+    }
+    let newest_ticks = parsed.iter().filter_map(|p| p.last_update.as_ref().map(|l| l.0)).max();
+    if count >= ctx.page_size && page.next_link.is_none() && !ctx.accept_full {
+        return Ok(PageOutcome::Full { newest: newest_ticks });
+    }
+    let newest = parsed
+        .iter()
+        .filter_map(|p| p.last_update.as_ref())
+        .max_by_key(|l| l.0)
+        .map(|(at, text)| Cursor {
+            text: text.to_string(),
+            at: *at,
+        });
+
+    let ids: Vec<&str> = parsed.iter().map(|p| p.id.as_ref()).collect();
+    let known = ctx
+        .env
+        .store
+        .known_versions(&ctx.tenant_id, &ids)
+        .map_err(PageError::Store)?;
+
+    let now = Timestamp::now();
+    let mut emitted_here: HashMap<&str, (Timestamp, u64)> = HashMap::new();
+    let mut versions = Vec::new();
+    let mut buf = Vec::with_capacity(WRITE_CHUNK.min(body.len_bytes() + 4096));
+    let format = ctx.env.emitter.format();
+    for p in &parsed {
+        let at = p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0);
+        let previous = emitted_here
+            .get(p.id.as_ref())
+            .copied()
+            .or_else(|| known.get(p.id.as_ref()).map(|k| (k.last_update, k.content_hash)));
+        let change = match previous {
+            None => Change::New,
+            Some((last, hash)) if last == at && hash == p.hash => continue,
+            // An older version read again (a lagging replica): emitting it
+            // would make the SIEM's state go backwards.
+            Some((last, _)) if at < last => continue,
+            Some(_) => Change::Update,
+        };
+        let record = Record {
+            timestamp: now,
+            change,
+            tenant_name: &ctx.tenant_name,
+            tenant_id: &ctx.tenant_id,
+            alert: p.raw,
+        };
+        output::render(&mut buf, format, &record).map_err(|e| PageError::Malformed(format!("an alert could not be rendered: {e}")))?;
+        if buf.len() >= WRITE_CHUNK {
+            ctx.env.emitter.write(&buf).map_err(PageError::Output)?;
+            buf.clear();
+        }
+        emitted_here.insert(p.id.as_ref(), (at, p.hash));
+        versions.push(EmittedVersion {
+            alert_id: p.id.to_string(),
+            last_update_text: p.last_update.as_ref().map_or_else(String::new, |l| l.1.to_string()),
+            last_update: at,
+            content_hash: p.hash,
+        });
+    }
+    if !buf.is_empty() {
+        ctx.env.emitter.write(&buf).map_err(PageError::Output)?;
+    }
+    // Only now, with the lines durable, is the page recorded as emitted.
+    if !versions.is_empty() {
+        ctx.env
+            .store
+            .record_emitted(&ctx.tenant_id, &versions, now)
+            .map_err(PageError::Store)?;
+    }
+    Ok(PageOutcome::Done {
+        count,
+        seen: count,
+        emitted: versions.len(),
+        newest,
+        next_link: page.next_link,
+    })
+}
+
+/// Runs a store call on the blocking pool, retrying a busy database briefly.
+pub async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl Fn(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || {
+        let mut tries = 0;
+        loop {
+            match f(&store) {
+                Err(e) if e.is_retryable() && tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(100 * tries));
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("store task panicked")
+}
