@@ -32,14 +32,14 @@ const MALFORMED_RETRIES: u32 = 5;
 /// The one output stream all tenants write to, and its format.
 pub struct Emitter {
     sink: Mutex<Sink>,
-    format: OutputFormat,
+    format: std::sync::RwLock<OutputFormat>,
 }
 
 impl Emitter {
     pub fn new(sink: Sink, format: OutputFormat) -> Self {
         Emitter {
             sink: Mutex::new(sink),
-            format,
+            format: std::sync::RwLock::new(format),
         }
     }
 
@@ -54,12 +54,15 @@ impl Emitter {
     }
 
     pub fn format(&self) -> OutputFormat {
-        self.format
+        *self.format.read().expect("format lock")
     }
 
-    /// Replaces the sink (a reload changed the output target), returning the old one.
-    pub fn replace(&self, sink: Sink) -> Sink {
-        std::mem::replace(&mut *self.sink.lock().expect("sink lock"), sink)
+    /// Replaces the sink and format (a reload changed them); the old sink is
+    /// dropped after the page being written, which holds the lock, is done.
+    pub fn replace(&self, sink: Sink, format: OutputFormat) {
+        let mut current = self.sink.lock().expect("sink lock");
+        *current = sink;
+        *self.format.write().expect("format lock") = format;
     }
 
     pub fn with_sink<R>(&self, f: impl FnOnce(&Sink) -> R) -> R {

@@ -1,0 +1,147 @@
+//! sd_notify: READY, RELOADING, STOPPING, STATUS and the watchdog. Every call
+//! is a no-op outside systemd (no `NOTIFY_SOCKET`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sd_notify::NotifyState;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::scheduler::{Health, Observer};
+
+fn send(states: &[NotifyState]) {
+    // Failing to reach systemd is not worth stopping the daemon for; without
+    // NOTIFY_SOCKET this returns Ok at once.
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::debug!(event = "sd_notify_failed", error = %e, "sd_notify failed");
+    }
+}
+
+pub fn ready() {
+    send(&[NotifyState::Ready]);
+}
+
+pub fn reloading() {
+    // systemd 253+ wants MONOTONIC_USEC with RELOADING=1 (Type=notify-reload).
+    match NotifyState::monotonic_usec_now() {
+        Ok(now) => send(&[NotifyState::Reloading, now]),
+        Err(_) => send(&[NotifyState::Reloading]),
+    }
+}
+
+pub fn stopping() {
+    send(&[NotifyState::Stopping]);
+}
+
+pub fn status(text: &str) {
+    send(&[NotifyState::Status(text)]);
+}
+
+/// "12 tenants: 11 ok, 1 failing (fabrikam: consent missing (AADSTS700016))".
+pub fn status_line(health: &BTreeMap<String, Health>) -> String {
+    let ok = health.values().filter(|h| **h == Health::Ok).count();
+    let failing: Vec<String> = health
+        .iter()
+        .filter_map(|(name, h)| match h {
+            Health::Failing(why) => Some(format!("{name}: {why}")),
+            _ => None,
+        })
+        .collect();
+    let pending = health.len() - ok - failing.len();
+    let mut line = format!(
+        "{} tenant{}: {ok} ok",
+        health.len(),
+        if health.len() == 1 { "" } else { "s" }
+    );
+    if !failing.is_empty() {
+        let shown: Vec<&str> = failing.iter().take(3).map(String::as_str).collect();
+        let more = if failing.len() > 3 {
+            format!(", and {} more", failing.len() - 3)
+        } else {
+            String::new()
+        };
+        line.push_str(&format!(", {} failing ({}{more})", failing.len(), shown.join("; ")));
+    }
+    if pending > 0 {
+        line.push_str(&format!(", {pending} not polled yet"));
+    }
+    line
+}
+
+/// Tells systemd how the tenants are doing, and feeds the watchdog only while
+/// the scheduler's heartbeat job keeps running.
+#[derive(Clone)]
+pub struct SystemdObserver {
+    started: Instant,
+    last_progress_ms: Arc<AtomicU64>,
+}
+
+impl Default for SystemdObserver {
+    fn default() -> Self {
+        SystemdObserver {
+            started: Instant::now(),
+            last_progress_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Observer for SystemdObserver {
+    fn cycle(&self, health: &BTreeMap<String, Health>) {
+        status(&status_line(health));
+    }
+
+    fn progress(&self) {
+        self.last_progress_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl SystemdObserver {
+    /// Sends `WATCHDOG=1` every half `WatchdogSec`, but only while the
+    /// scheduler made progress within the last `WatchdogSec`: a wedged daemon
+    /// goes quiet and systemd restarts it.
+    pub fn spawn_watchdog(&self, cancel: CancellationToken) {
+        let mut usec = 0u64;
+        if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+            return;
+        }
+        let period = Duration::from_micros(usec);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period / 2);
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                let now_ms = this.started.elapsed().as_millis() as u64;
+                let last = this.last_progress_ms.load(Ordering::Relaxed);
+                if now_ms.saturating_sub(last) <= period.as_millis() as u64 {
+                    send(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::error!(event = "scheduler_stalled", since_ms = now_ms - last, "scheduler made no progress; withholding the watchdog ping");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_names_the_failing_tenants() {
+        let mut h = BTreeMap::new();
+        h.insert("contoso".to_owned(), Health::Ok);
+        h.insert("fabrikam".to_owned(), Health::Failing("consent missing (AADSTS700016)".into()));
+        h.insert("northwind".to_owned(), Health::Pending);
+        assert_eq!(
+            status_line(&h),
+            "3 tenants: 1 ok, 1 failing (fabrikam: consent missing (AADSTS700016)), 1 not polled yet"
+        );
+    }
+}
