@@ -24,8 +24,10 @@
 pub mod api;
 pub mod auth;
 pub mod backoff;
+pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod http;
 pub mod logging;
 pub mod notify;

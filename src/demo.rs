@@ -1,0 +1,122 @@
+//! `mde-poller demo`: the simulator on loopback with three tenants (one never
+//! consented), and the real daemon, with a real config file, polling it.
+//! Alerts appear on stdout within seconds; the log on stderr shows what an
+//! operator would see, including the unconsented tenant's hint.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config;
+use crate::daemon;
+use crate::logging;
+use crate::sim::{Activity, SimApp, SimOptions, SimTenant, Simulator};
+use crate::timestamp::Timestamp;
+
+const APP_ID: &str = "8a6e0c4f-1d2b-4c3a-9e5f-0a1b2c3d4e5f";
+const DEMO_SECRET: &str = "demo-secret-not-a-real-one";
+const TENANTS: [(&str, &str, bool); 3] = [
+    ("contoso", "11111111-1111-4111-8111-111111111111", true),
+    ("fabrikam", "22222222-2222-4222-8222-222222222222", false),
+    ("northwind", "33333333-3333-4333-8333-333333333333", true),
+];
+
+pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
+    let sim = Simulator::start(SimOptions {
+        token_lifetime: Duration::from_secs(120),
+        ..SimOptions::default()
+    })
+    .await
+    .context("starting the simulator on 127.0.0.1")?;
+    sim.add_app(SimApp {
+        client_id: APP_ID.to_owned(),
+        secret: Some(DEMO_SECRET.to_owned()),
+        ..SimApp::default()
+    });
+    let now = Timestamp::now();
+    for (i, (_, id, consented)) in TENANTS.iter().enumerate() {
+        sim.add_tenant(SimTenant {
+            tenant_id: (*id).to_owned(),
+            consented_apps: if *consented { vec![APP_ID.to_owned()] } else { vec![] },
+            roles: vec!["Alert.Read.All".to_owned()],
+            has_mde: true,
+        });
+        if *consented {
+            sim.generate_alerts(id, 12 + 8 * i, now.saturating_sub(Duration::from_secs(20 * 3600)), now);
+            sim.spawn_activity(
+                id,
+                Activity {
+                    every: Duration::from_secs(2),
+                    new: 1,
+                    updates: 1,
+                    late_fraction: 0.25,
+                    max_late: Duration::from_secs(30),
+                },
+            );
+        }
+    }
+
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, DEMO_SECRET)?;
+    restrict(&secret)?;
+    let config_path = dir.path().join("config.toml");
+    std::fs::write(&config_path, demo_config(&sim.url()))?;
+    let settings = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let log = logging::init(&settings.log);
+    tracing::info!(event = "demo_started", simulator = %sim.url(), config = %config_path.display(), "demo: the simulator serves 3 tenants; fabrikam never consented");
+
+    let stop = async move {
+        match duration {
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = daemon::termination() => {}
+            },
+            None => daemon::termination().await,
+        }
+    };
+    let result = daemon::run(&config_path, settings, Some(log), stop).await;
+    sim.shutdown();
+    result
+}
+
+fn restrict(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+}
+
+fn demo_config(url: &str) -> String {
+    let mut text = format!(
+        r#"# Written by `mde-poller demo`: the simulator on loopback.
+cloud = "global"
+
+[app]
+client_id = "{APP_ID}"
+client_secret_file = "client-secret"
+
+[endpoints]
+login_url = "{url}"
+api_url = "{url}"
+
+[poll]
+interval = "3s"
+lookback = "1m"
+first_lookback = "24h"
+page_size = 25
+
+[store]
+path = "state.db"
+
+[output]
+path = "-"
+
+[log]
+level = "info"
+format = "text"
+"#
+    );
+    for (name, id, _) in TENANTS {
+        text.push_str(&format!("\n[tenants.{name}]\ntenant_id = \"{id}\"\n"));
+    }
+    text
+}
