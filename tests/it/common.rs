@@ -1,0 +1,188 @@
+//! The harness: a simulator with the partner app, tenants added by name, a
+//! temporary directory holding the config, secret, database and output, and
+//! helpers to run the binary and read what it emitted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use mde_poller::sim::{SimApp, SimOptions, SimTenant, Simulator};
+use mde_poller::timestamp::Timestamp;
+use serde_json::Value;
+
+pub const APP_ID: &str = "0a0b0c0d-1111-4222-8333-444455556666";
+pub const SECRET: &str = "TEST-secret-value-0123456789";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mde-poller")
+}
+
+pub struct World {
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    tenants: Vec<(String, String)>,
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl World {
+    pub async fn new() -> World {
+        Self::with_options(SimOptions::default()).await
+    }
+
+    pub async fn with_options(opts: SimOptions) -> World {
+        let sim = Simulator::start(opts).expect("simulator starts");
+        sim.add_app(SimApp::with_secret(APP_ID, SECRET));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("client-secret");
+        std::fs::write(&secret, SECRET).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        World {
+            sim,
+            dir,
+            tenants: Vec::new(),
+        }
+    }
+
+    /// Adds a tenant that consented to the app with the Alert.Read.All role.
+    pub fn tenant(&mut self, name: &str) -> String {
+        self.tenant_with(name, true, &["Alert.Read.All"])
+    }
+
+    pub fn tenant_with(&mut self, name: &str, consented: bool, roles: &[&str]) -> String {
+        let n = self.tenants.len() as u32 + 1;
+        let id = format!("{n:08x}-aaaa-4bbb-8ccc-{:012x}", u64::from(n) * 7919);
+        self.sim.add_tenant(SimTenant {
+            tenant_id: id.clone(),
+            consented_apps: if consented { vec![APP_ID.to_owned()] } else { vec![] },
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            has_mde: true,
+        });
+        self.tenants.push((name.to_owned(), id.clone()));
+        id
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn output_path(&self) -> PathBuf {
+        self.path("alerts.ndjson")
+    }
+
+    /// Writes `config.toml` for every tenant added so far; `poll` is the body
+    /// of the `[poll]` table.
+    pub fn config(&self, poll: &str) -> PathBuf {
+        self.config_with(poll, "")
+    }
+
+    pub fn config_with(&self, poll: &str, extra: &str) -> PathBuf {
+        let url = self.sim.url();
+        let mut text = format!(
+            r#"cloud = "global"
+[app]
+client_id = "{APP_ID}"
+client_secret_file = "client-secret"
+[endpoints]
+login_url = "{url}"
+api_url = "{url}"
+[poll]
+{poll}
+[store]
+path = "state.db"
+[output]
+path = "alerts.ndjson"
+[log]
+level = "info"
+format = "json"
+{extra}
+"#
+        );
+        for (name, id) in &self.tenants {
+            text.push_str(&format!("[tenants.{name}]\ntenant_id = \"{id}\"\n"));
+        }
+        let path = self.path("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs the binary to completion with `args` after `--config`.
+    pub async fn run(&self, config: &Path, args: &[&str]) -> Run {
+        let out = tokio::process::Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("binary runs");
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub async fn once(&self, config: &Path) -> Run {
+        self.run(config, &["once"]).await
+    }
+
+    /// Every record in the output file, in order.
+    pub fn records(&self) -> Vec<Value> {
+        read_records(&self.output_path())
+    }
+}
+
+pub fn read_records(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(text.is_empty() || text.ends_with('\n'), "the output ends with a whole line");
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// `(tenant id, alert id, lastUpdateTime)` of a record.
+pub fn version_of(record: &Value) -> (String, String, String) {
+    (
+        record["tenant"]["id"].as_str().unwrap().to_owned(),
+        record["alert"]["id"].as_str().unwrap().to_owned(),
+        record["alert"]["lastUpdateTime"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Asserts no alert version appears twice, and returns the count per version.
+pub fn assert_no_duplicates(records: &[Value]) -> HashMap<(String, String, String), usize> {
+    let mut counts = HashMap::new();
+    for r in records {
+        *counts.entry(version_of(r)).or_insert(0usize) += 1;
+    }
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "versions emitted more than once: {dups:?}");
+    counts
+}
+
+pub fn ago(d: Duration) -> Timestamp {
+    Timestamp::now().saturating_sub(d)
+}
+
+pub const MIN: Duration = Duration::from_secs(60);
+pub const HOUR: Duration = Duration::from_secs(3600);
+
+/// The JSON log events on stderr with `event == name`.
+pub fn events<'a>(stderr: &'a str, name: &str) -> Vec<Value> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == name)
+        .collect()
+}
