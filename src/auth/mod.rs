@@ -242,7 +242,13 @@ impl TokenSource {
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.transport(&e))?;
         if status.is_success() {
-            let (value, lifetime) = token::parse_success(&body, Timestamp::now())?;
+            let (value, lifetime) =
+                token::parse_success(&body, Timestamp::now()).map_err(|e| match e {
+                    AuthError::Malformed(what) => {
+                        AuthError::Malformed(format!("{}: {what}", self.host))
+                    }
+                    other => other,
+                })?;
             Ok(AccessToken::new(value, sent_at, lifetime))
         } else {
             Err(token::parse_error(status.as_u16(), &body))

@@ -127,6 +127,14 @@ fn source(login_url: &str, credential: Credential) -> TokenSource {
 
 const CONSENT_MISSING: &str = r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application with identifier 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee' was not found in the directory 'Contoso'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.\r\nTrace ID: 0\r\nCorrelation ID: 1\r\nTimestamp: 2026-11-26 10:00:00Z","error_codes":[700016],"timestamp":"2026-11-26 10:00:00Z","trace_id":"0","correlation_id":"1"}"#;
 
+#[test]
+fn token_sources_and_tokens_can_be_shared_across_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<TokenSource>();
+    send_sync::<AccessToken>();
+    send_sync::<AuthError>();
+}
+
 #[tokio::test(start_paused = true)]
 async fn cached_token_is_reused_until_the_margin_then_refreshed() {
     let (fake, login) = start(scripted(vec![Reply::Token(3600.into())])).await;
@@ -478,4 +486,8 @@ async fn nothing_secret_is_ever_formatted() {
         }
     }
     assert!(shown[0].contains("contoso") && shown[0].contains("client secret"));
+    assert!(
+        errors[1].to_string().contains(&login_garbled[7..]),
+        "a malformed answer names the host"
+    );
 }
