@@ -1,30 +1,316 @@
-//! STUB (replaced by the auth branch).
-use crate::config::TenantSettings;
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("rejected")]
-    Rejected { status: u16, error: String, codes: Vec<u32>, description: String },
-    #[error("transport {0}")]
-    Transport(String),
+//! One OAuth 2.0 client-credentials token per customer tenant: requested with
+//! a client secret or a certificate assertion, cached until shortly before it
+//! expires, fetched by one caller at a time, retried when Entra fails
+//! transiently, and explained (AADSTS code → operator hint) when it refuses.
+//!
+//! - [`token`]: the token value and the endpoint's wire format.
+//! - [`errors`]: [`AuthError`], its retry class and the AADSTS table.
+//! - [`assertion`]: the certificate file and the signed client assertion.
+//! - [`claims`]: decoding a token's claims for `check`.
+
+pub mod assertion;
+pub mod claims;
+pub mod errors;
+pub mod token;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
+
+pub use assertion::ClientCertificate;
+pub use claims::Claims;
+pub use errors::{hint_for, meaning_for, AuthError};
+pub use token::{refresh_margin, AccessToken};
+
+use crate::backoff::Backoff;
+use crate::config::{Credential, TenantSettings};
+use crate::timestamp::Timestamp;
+
+/// Retries of one token request after its first attempt, for transient errors.
+pub const MAX_RETRIES: u32 = 4;
+
+enum Secret {
+    ClientSecret(SecretString),
+    // Boxed: the signing key is large and the secret variant is common.
+    Certificate(Box<ClientCertificate>),
 }
-impl AuthError {
-    pub fn is_transient(&self) -> bool { todo!() }
-    pub fn is_persistent(&self) -> bool { todo!() }
-    pub fn code(&self) -> Option<u32> { todo!() }
-    pub fn hint(&self) -> &'static str { todo!() }
+
+/// The token source of one tenant. `Send + Sync`: share it in an `Arc`.
+pub struct TokenSource {
+    http: reqwest::Client,
+    name: String,
+    tenant_id: String,
+    client_id: String,
+    token_url: String,
+    scope: String,
+    /// `host[:port]` of the token URL, for transport errors.
+    host: String,
+    secret: Secret,
+    /// The current token; a plain mutex, never held across an await.
+    cached: Mutex<Option<AccessToken>>,
+    /// Held across a fetch so concurrent callers wait for one request instead
+    /// of each sending their own; keeps the last fetch's error so the callers
+    /// that waited for it share it rather than repeating it one by one.
+    flight: tokio::sync::Mutex<Option<AuthError>>,
+    /// Fetches completed under `flight`, to tell "someone fetched while I
+    /// waited" from "I arrived after that fetch".
+    flights_done: AtomicU64,
 }
-#[derive(Clone, Debug)]
-pub struct AccessToken;
-impl AccessToken {
-    pub fn bearer(&self) -> &str { todo!() }
-    pub fn claims(&self) -> Result<Claims, AuthError> { todo!() }
-}
-pub struct Claims { pub tid: Option<String>, pub roles: Vec<String>, pub appid: Option<String>, pub aud: Option<String>, pub exp: Option<i64> }
-#[derive(Debug)]
-pub struct TokenSource;
+
 impl TokenSource {
-    pub fn new(_http: reqwest::Client, _t: &TenantSettings) -> Result<TokenSource, AuthError> { todo!() }
-    pub async fn token(&self) -> Result<AccessToken, AuthError> { todo!() }
-    pub async fn invalidate(&self, _stale: &AccessToken) { todo!() }
-    pub async fn fetch_fresh(&self) -> Result<AccessToken, AuthError> { todo!() }
+    /// Reads the certificate file now, if the tenant uses one, so that a bad
+    /// file fails the start-up (or the reload) rather than every poll.
+    pub fn new(http: reqwest::Client, tenant: &TenantSettings) -> Result<TokenSource, AuthError> {
+        let secret = match &tenant.credential {
+            Credential::Secret(s) => Secret::ClientSecret(s.clone()),
+            Credential::Certificate { path, legacy_rs256 } => {
+                Secret::Certificate(Box::new(ClientCertificate::load(path, *legacy_rs256)?))
+            }
+        };
+        let token_url = tenant.token_url();
+        let host = url::Url::parse(&token_url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_owned();
+                Some(match u.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_else(|| tenant.login_url.clone());
+        Ok(TokenSource {
+            http,
+            name: tenant.name.clone(),
+            tenant_id: tenant.tenant_id.clone(),
+            client_id: tenant.client_id.clone(),
+            token_url,
+            scope: tenant.token_scope.clone(),
+            host,
+            secret,
+            cached: Mutex::new(None),
+            flight: tokio::sync::Mutex::new(None),
+            flights_done: AtomicU64::new(0),
+        })
+    }
+
+    pub fn tenant_name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The token endpoint, also the `aud` of client assertions.
+    pub fn token_url(&self) -> &str {
+        &self.token_url
+    }
+
+    /// The certificate in use, if any (for `check` to show its thumbprint).
+    pub fn certificate(&self) -> Option<&ClientCertificate> {
+        match &self.secret {
+            Secret::Certificate(c) => Some(c),
+            Secret::ClientSecret(_) => None,
+        }
+    }
+
+    /// A token fresh enough to use: the cached one until `refresh_margin`
+    /// before its expiry, else a new one (one request for all concurrent
+    /// callers; transient failures retried up to [`MAX_RETRIES`] times).
+    pub async fn token(&self) -> Result<AccessToken, AuthError> {
+        if let Some(t) = self.cached_fresh() {
+            return Ok(t);
+        }
+        let seen = self.flights_done.load(Ordering::Acquire);
+        let mut last_error = self.flight.lock().await;
+        if let Some(t) = self.cached_fresh() {
+            return Ok(t);
+        }
+        if self.flights_done.load(Ordering::Acquire) != seen {
+            if let Some(e) = last_error.as_ref() {
+                return Err(e.clone());
+            }
+        }
+        let result = self.fetch_with_retries().await;
+        match &result {
+            Ok(t) => {
+                *last_error = None;
+                self.store(t.clone());
+            }
+            Err(e) => *last_error = Some(e.clone()),
+        }
+        self.flights_done.fetch_add(1, Ordering::Release);
+        result
+    }
+
+    /// Forgets `stale` if it is still the cached token (the API answered 401
+    /// to it); a newer token fetched meanwhile is kept.
+    pub async fn invalidate(&self, stale: &AccessToken) {
+        let mut cached = self.lock_cached();
+        if cached.as_ref().is_some_and(|t| t.same_as(stale)) {
+            *cached = None;
+            tracing::info!(name: "auth.token_invalidated", tenant = %self.name, "token refused by the API; a new one will be requested");
+        }
+    }
+
+    /// A new token regardless of the cache (for `check`); it replaces the
+    /// cached one.
+    pub async fn fetch_fresh(&self) -> Result<AccessToken, AuthError> {
+        let t = self.fetch_with_retries().await?;
+        self.store(t.clone());
+        Ok(t)
+    }
+
+    fn lock_cached(&self) -> std::sync::MutexGuard<'_, Option<AccessToken>> {
+        // A panic elsewhere cannot leave an Option half-written.
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn cached_fresh(&self) -> Option<AccessToken> {
+        let now = Instant::now();
+        self.lock_cached()
+            .as_ref()
+            .filter(|t| t.is_fresh(now))
+            .cloned()
+    }
+
+    fn store(&self, token: AccessToken) {
+        *self.lock_cached() = Some(token);
+    }
+
+    async fn fetch_with_retries(&self) -> Result<AccessToken, AuthError> {
+        let mut backoff = Backoff::for_requests();
+        loop {
+            match self.request_once().await {
+                Ok(t) => {
+                    tracing::debug!(
+                        name: "auth.token_acquired",
+                        tenant = %self.name,
+                        expires_in_s = t.expires_at().saturating_duration_since(Instant::now()).as_secs(),
+                        "token acquired"
+                    );
+                    return Ok(t);
+                }
+                Err(e) if e.is_transient() && backoff.attempts() < MAX_RETRIES => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        name: "auth.token_retry",
+                        tenant = %self.name,
+                        attempt = backoff.attempts(),
+                        delay_ms = delay.as_millis() as u64,
+                        error = %e,
+                        "token request failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn request_once(&self) -> Result<AccessToken, AuthError> {
+        let assertion;
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &self.client_id),
+            ("scope", &self.scope),
+        ];
+        match &self.secret {
+            Secret::ClientSecret(s) => form.push(("client_secret", s.expose_secret())),
+            Secret::Certificate(c) => {
+                assertion = c.assertion(&self.client_id, &self.token_url, Timestamp::now())?;
+                form.push(("client_assertion_type", assertion::ASSERTION_TYPE));
+                form.push(("client_assertion", &assertion));
+            }
+        }
+        let sent_at = Instant::now();
+        let response = self
+            .http
+            .post(&self.token_url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| self.transport(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| self.transport(&e))?;
+        if status.is_success() {
+            let (value, lifetime) =
+                token::parse_success(&body, Timestamp::now()).map_err(|e| match e {
+                    AuthError::Malformed(what) => {
+                        AuthError::Malformed(format!("{}: {what}", self.host))
+                    }
+                    other => other,
+                })?;
+            Ok(AccessToken::new(value, sent_at, lifetime))
+        } else {
+            Err(token::parse_error(status.as_u16(), &body))
+        }
+    }
+
+    /// Names the host and the kind of failure. reqwest's own text is not used
+    /// verbatim: only the innermost cause (e.g. "Connection refused").
+    fn transport(&self, e: &reqwest::Error) -> AuthError {
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "cannot connect"
+        } else if e.is_body() || e.is_decode() {
+            "the answer broke off"
+        } else {
+            "request failed"
+        };
+        let mut root: &dyn std::error::Error = e;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        let cause = if e.is_timeout() || std::error::Error::source(e).is_none() {
+            String::new()
+        } else {
+            format!(" ({root})")
+        };
+        AuthError::Transport(format!("{}: {kind}{cause}", self.host))
+    }
 }
+
+/// Names the tenant and the kind of credential, never the secret, key or token.
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let credential = match &self.secret {
+            Secret::ClientSecret(_) => "client secret".to_owned(),
+            Secret::Certificate(c) => {
+                format!("certificate {} ({})", c.path().display(), c.algorithm())
+            }
+        };
+        let cached = self.lock_cached().as_ref().map(|t| format!("{t:?}"));
+        f.debug_struct("TokenSource")
+            .field("tenant", &self.name)
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("token_url", &self.token_url)
+            .field("scope", &self.scope)
+            .field("credential", &credential)
+            .field("cached", &cached)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Display for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "token source of tenant {} ({})",
+            self.name, self.tenant_id
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;
