@@ -1,0 +1,206 @@
+//! The main path: back-fill, late arrivals, time-window paging, updates,
+//! overlapping re-reads, and tenants isolated from each other.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use mde_poller::sim::RequestKind;
+use mde_poller::timestamp::Timestamp;
+
+use crate::common::*;
+
+const POLL: &str = r#"interval = "1s"
+lookback = "10m"
+first_lookback = "3h"
+page_size = 25
+timeout = "5s""#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_poll_backfills_first_lookback_and_no_further() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    let inside = w.sim.generate_alerts(&t, 40, ago(170 * MIN), ago(MIN));
+    let outside = w.sim.generate_alerts(&t, 10, ago(6 * HOUR), ago(4 * HOUR));
+    let run = w.once(&w.config(POLL)).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    let records = w.records();
+    let ids: HashSet<&str> = records.iter().map(|r| r["alert"]["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 40);
+    assert!(inside.iter().all(|id| ids.contains(id.as_str())));
+    assert!(outside.iter().all(|id| !ids.contains(id.as_str())));
+    for r in &records {
+        assert_eq!(r["type"], "mde.alert");
+        assert_eq!(r["change"], "new");
+        assert_eq!(r["tenant"]["name"], "contoso");
+        assert_eq!(r["tenant"]["id"], t.as_str());
+        assert!(Timestamp::parse(r["@timestamp"].as_str().unwrap()).is_ok());
+    }
+    assert!(run.stdout.is_empty(), "records go to the output file, nothing to stdout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_emitted_verbatim() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    w.sim.generate_alerts(&t, 5, ago(HOUR), ago(MIN));
+    assert_eq!(w.once(&w.config(POLL)).await.code, Some(0));
+    let current = w.sim.current(&t);
+    for r in w.records() {
+        let original = current.iter().find(|a| a["id"] == r["alert"]["id"]).unwrap();
+        assert_eq!(&r["alert"], original, "the alert object is passed through unchanged");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_alert_inside_lookback_is_emitted() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    w.sim.generate_alerts(&t, 10, ago(HOUR), ago(MIN));
+    let config = w.config(POLL);
+    assert_eq!(w.once(&config).await.code, Some(0));
+    assert_eq!(w.records().len(), 10);
+
+    // Arrives now, stamped five minutes ago: older than the cursor, inside lookback.
+    let late = w.sim.generate_alerts(&t, 1, ago(5 * MIN), ago(5 * MIN - Duration::from_secs(1)));
+    assert_eq!(w.once(&config).await.code, Some(0));
+    let records = w.records();
+    assert_eq!(records.len(), 11);
+    assert_eq!(records[10]["alert"]["id"], late[0].as_str());
+    assert_eq!(records[10]["change"], "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_pages_split_and_nothing_is_lost() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    let mut expected: HashSet<String> = w.sim.generate_alerts(&t, 500, ago(150 * MIN), ago(MIN)).into_iter().collect();
+    // One instant holding more than a page: only $skip can read it.
+    let instant = ago(30 * MIN);
+    for i in 0..40 {
+        let id = format!("da-same-instant-{i}");
+        w.sim
+            .insert_alert(&t, serde_json::json!({"id": id, "lastUpdateTime": instant.to_string(), "status": "New"}))
+            .unwrap();
+        expected.insert(id);
+    }
+    let run = w.once(&w.config(POLL)).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    let records = w.records();
+    assert_no_duplicates(&records);
+    let got: HashSet<String> = records.iter().map(|r| r["alert"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(got, expected, "every alert of the window, each once");
+
+    let calls: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == RequestKind::Alerts).collect();
+    assert!(calls.iter().all(|c| c.top == Some(25)));
+    assert!(calls.iter().any(|c| c.filter.as_deref().unwrap_or("").contains(" lt ")), "full windows were split");
+    assert!(calls.iter().any(|c| c.skip.unwrap_or(0) > 0), "the crowded instant was paged with $skip");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_is_emitted_once_as_update() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    let ids = w.sim.generate_alerts(&t, 8, ago(HOUR), ago(2 * MIN));
+    let config = w.config(POLL);
+    assert_eq!(w.once(&config).await.code, Some(0));
+
+    assert!(w.sim.update_alert(&t, &ids[3], Timestamp::now()));
+    assert_eq!(w.once(&config).await.code, Some(0));
+    assert_eq!(w.once(&config).await.code, Some(0));
+
+    let records = w.records();
+    assert_eq!(records.len(), 9, "8 new + 1 update, and the third poll emits nothing");
+    let update = &records[8];
+    assert_eq!(update["change"], "update");
+    assert_eq!(update["alert"]["id"], ids[3].as_str());
+    assert_eq!(update["alert"]["status"], "InProgress");
+    assert_no_duplicates(&records);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapping_reread_emits_nothing() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    w.sim.generate_alerts(&t, 30, ago(8 * MIN), ago(Duration::from_secs(5)));
+    let config = w.config(POLL);
+    assert_eq!(w.once(&config).await.code, Some(0));
+    w.sim.clear_requests();
+    let second = w.once(&config).await;
+    assert_eq!(second.code, Some(0));
+    assert_eq!(w.records().len(), 30, "the second poll re-read the same window and emitted nothing");
+    // The second poll really did re-read: its window starts lookback behind the cursor.
+    let calls: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == RequestKind::Alerts && r.status == 200).collect();
+    assert!(!calls.is_empty());
+    let finished = events(&second.stderr, "poll_finished");
+    assert_eq!(finished[0]["seen"], 30);
+    assert_eq!(finished[0]["emitted"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_without_consent_does_not_delay_the_others() {
+    let mut w = World::new().await;
+    let good = w.tenant("contoso");
+    w.tenant_with("fabrikam", false, &["Alert.Read.All"]);
+    w.sim.generate_alerts(&good, 20, ago(HOUR), ago(MIN));
+    let started = Instant::now();
+    let run = w.once(&w.config(POLL)).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert_eq!(run.code, Some(1), "a failed tenant makes `once` exit 1");
+    assert_eq!(w.records().len(), 20, "the consented tenant's alerts were all emitted");
+    let failed = events(&run.stderr, "tenant_auth_failed");
+    assert_eq!(failed.len(), 1, "{}", run.stderr);
+    assert_eq!(failed[0]["tenant"], "fabrikam");
+    assert_eq!(failed[0]["code"], 700016);
+    assert!(failed[0]["hint"].as_str().unwrap().contains("consent-url"));
+    assert!(!run.stderr.contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exits_zero_when_every_tenant_polled() {
+    let mut w = World::new().await;
+    w.tenant("contoso");
+    w.tenant("northwind");
+    let run = w.once(&w.config(POLL)).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(events(&run.stderr, "poll_finished").len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_of_each_tenant_carry_that_tenant() {
+    let mut w = World::new().await;
+    let a = w.tenant("contoso");
+    let b = w.tenant("northwind");
+    let ids_a: HashSet<String> = w.sim.generate_alerts(&a, 15, ago(HOUR), ago(MIN)).into_iter().collect();
+    let ids_b: HashSet<String> = w.sim.generate_alerts(&b, 15, ago(HOUR), ago(MIN)).into_iter().collect();
+    assert_eq!(w.once(&w.config(POLL)).await.code, Some(0));
+    for r in w.records() {
+        let id = r["alert"]["id"].as_str().unwrap();
+        match r["tenant"]["name"].as_str().unwrap() {
+            "contoso" => assert!(ids_a.contains(id) && r["tenant"]["id"] == a.as_str()),
+            "northwind" => assert!(ids_b.contains(id) && r["tenant"]["id"] == b.as_str()),
+            other => panic!("unknown tenant {other}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_each_tenants_cursor_and_counts() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    w.tenant_with("fabrikam", false, &[]);
+    w.sim.generate_alerts(&t, 12, ago(HOUR), ago(MIN));
+    let config = w.config(POLL);
+    w.once(&config).await;
+    let run = w.run(&config, &["status", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).unwrap();
+    let contoso = rows.iter().find(|r| r["tenant"] == "contoso").unwrap();
+    assert_eq!(contoso["alerts_stored"], 12);
+    assert!(contoso["cursor"].is_string());
+    assert!(contoso["last_error"].is_null());
+    let fabrikam = rows.iter().find(|r| r["tenant"] == "fabrikam").unwrap();
+    assert!(fabrikam["last_error"].as_str().unwrap().contains("700016"));
+    assert!(fabrikam["last_success"].is_null());
+}
