@@ -47,23 +47,39 @@ struct Stored {
 impl Stored {
     fn from_value(mut v: Value, generated: bool) -> Result<Stored, AlertError> {
         let obj = v.as_object_mut().ok_or(AlertError::NoId)?;
-        let id: Arc<str> = obj.get("id").and_then(Value::as_str).ok_or(AlertError::NoId)?.into();
+        let id: Arc<str> = obj
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or(AlertError::NoId)?
+            .into();
         let lut_text: Arc<str> = obj
             .get("lastUpdateTime")
             .and_then(Value::as_str)
             .ok_or_else(|| AlertError::BadLastUpdateTime(id.to_string()))?
             .into();
-        let last_update =
-            Timestamp::parse(&lut_text).map_err(|_| AlertError::BadLastUpdateTime(id.to_string()))?;
+        let last_update = Timestamp::parse(&lut_text)
+            .map_err(|_| AlertError::BadLastUpdateTime(id.to_string()))?;
         let created = obj
             .get("alertCreationTime")
             .and_then(Value::as_str)
             .and_then(|s| Timestamp::parse(s).ok())
             .unwrap_or(last_update);
         let evidence = obj.remove("evidence").unwrap_or(Value::Array(Vec::new()));
-        let evidence = if evidence.is_null() { Value::Array(Vec::new()) } else { evidence };
+        let evidence = if evidence.is_null() {
+            Value::Array(Vec::new())
+        } else {
+            evidence
+        };
         let rest = serde_json::to_string(&v).expect("a JSON value always serialises");
-        Ok(Stored::new(id, last_update, lut_text, created, rest, evidence.to_string(), generated))
+        Ok(Stored::new(
+            id,
+            last_update,
+            lut_text,
+            created,
+            rest,
+            evidence.to_string(),
+            generated,
+        ))
     }
 
     fn from_generated(a: &GenAlert) -> Stored {
@@ -150,7 +166,8 @@ impl AlertSet {
 
     fn put(&mut self, s: Stored) {
         self.generation += 1;
-        self.versions.push((s.id.to_string(), s.last_update_text.to_string()));
+        self.versions
+            .push((s.id.to_string(), s.last_update_text.to_string()));
         match self.index.get(&s.id) {
             Some(&i) => self.alerts[i] = s,
             None => {
@@ -209,13 +226,21 @@ impl AlertSet {
         }
         let at_text = format_trimmed(at);
         let comment = Comment {
-            comment: COMMENTS.choose(rng).copied().unwrap_or("triaged").to_owned(),
-            created_by: format!("{}@contoso.com", USERS.choose(rng).copied().unwrap_or("soc")),
+            comment: COMMENTS
+                .choose(rng)
+                .copied()
+                .unwrap_or("triaged")
+                .to_owned(),
+            created_by: format!(
+                "{}@contoso.com",
+                USERS.choose(rng).copied().unwrap_or("soc")
+            ),
             created_time: at_text.clone(),
         };
         let json = old.full_json();
         let s = if old.generated {
-            let mut a: GenAlert = serde_json::from_str(&json).expect("a generated alert parses back");
+            let mut a: GenAlert =
+                serde_json::from_str(&json).expect("a generated alert parses back");
             let (status, resolved) = next_status(&a.status);
             a.status = status.to_owned();
             if resolved {
@@ -224,20 +249,27 @@ impl AlertSet {
                 a.determination = Some("Malware".into());
                 a.investigation_state = Some("Benign".into());
             }
-            a.assigned_to.get_or_insert_with(|| comment.created_by.clone());
+            a.assigned_to
+                .get_or_insert_with(|| comment.created_by.clone());
             a.comments.push(comment);
             a.last_update_time = at_text;
             Stored::from_generated(&a)
         } else {
             let mut v: Value = serde_json::from_str(&json).expect("a stored alert parses back");
             let obj = v.as_object_mut().expect("stored alerts are objects");
-            let current = obj.get("status").and_then(Value::as_str).unwrap_or("New").to_owned();
+            let current = obj
+                .get("status")
+                .and_then(Value::as_str)
+                .unwrap_or("New")
+                .to_owned();
             let (status, resolved) = next_status(&current);
             obj.insert("status".into(), status.into());
             if resolved {
                 obj.insert("resolvedTime".into(), at_text.clone().into());
             }
-            let comments = obj.entry("comments").or_insert_with(|| Value::Array(Vec::new()));
+            let comments = obj
+                .entry("comments")
+                .or_insert_with(|| Value::Array(Vec::new()));
             if let Value::Array(list) = comments {
                 list.push(serde_json::to_value(&comment).expect("a comment serialises"));
             }
@@ -327,7 +359,11 @@ pub(crate) fn format_trimmed(t: Timestamp) -> String {
     let full = t.to_string(); // …SS.fffffffZ
     let body = &full[..full.len() - 1];
     let trimmed = body.trim_end_matches('0');
-    let trimmed = if trimmed.ends_with('.') { &body[..trimmed.len() + 1] } else { trimmed };
+    let trimmed = if trimmed.ends_with('.') {
+        &body[..trimmed.len() + 1]
+    } else {
+        trimmed
+    };
     format!("{trimmed}Z")
 }
 
@@ -414,7 +450,15 @@ struct Evidence {
     detection_status: Option<String>,
 }
 
-const SEVERITIES: &[&str] = &["Informational", "Low", "Low", "Medium", "Medium", "High", "UnSpecified"];
+const SEVERITIES: &[&str] = &[
+    "Informational",
+    "Low",
+    "Low",
+    "Medium",
+    "Medium",
+    "High",
+    "UnSpecified",
+];
 const SOURCES: &[&str] = &[
     "WindowsDefenderAtp",
     "WindowsDefenderAv",
@@ -474,19 +518,40 @@ const KINDS: &[(&str, &str, &str, &[&str])] = &[
         &["T1486", "T1490"],
     ),
 ];
-const HOSTS: &[&str] = &["wks-0142", "wks-2231", "srv-sql01", "srv-dc02", "lap-jsmith", "lap-mlee", "kiosk-7"];
+const HOSTS: &[&str] = &[
+    "wks-0142",
+    "wks-2231",
+    "srv-sql01",
+    "srv-dc02",
+    "lap-jsmith",
+    "lap-mlee",
+    "kiosk-7",
+];
 const DOMAINS: &[&str] = &["corp.contoso.com", "emea.contoso.com", "fabrikam.local"];
-const USERS: &[&str] = &["jsmith", "mlee", "akumar", "svc_backup", "administrator", "secop123"];
+const USERS: &[&str] = &[
+    "jsmith",
+    "mlee",
+    "akumar",
+    "svc_backup",
+    "administrator",
+    "secop123",
+];
 const COMMENTS: &[&str] = &[
     "Investigating with the endpoint owner",
     "False positive: approved admin tool",
     "Isolated the device pending review",
     "Escalated to tier 2",
 ];
-const THREATS: &[&str] = &["Trojan:Win32/Emotet.PA!MTB", "Ransom:Win32/LockBit.AA", "HackTool:Win32/Mimikatz"];
+const THREATS: &[&str] = &[
+    "Trojan:Win32/Emotet.PA!MTB",
+    "Ransom:Win32/LockBit.AA",
+    "HackTool:Win32/Mimikatz",
+];
 
 fn hex(rng: &mut impl Rng, n: usize) -> String {
-    (0..n).map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0')).collect()
+    (0..n)
+        .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
+        .collect()
 }
 
 fn before(rng: &mut impl Rng, t: Timestamp, max_secs: i64) -> Timestamp {
@@ -499,7 +564,9 @@ impl GenAlert {
         let created = before(rng, last_update, 3600);
         let last_event = before(rng, created, 300);
         let first_event = before(rng, last_event, 120);
-        let status = *["New", "New", "New", "InProgress", "Resolved"].choose(rng).expect("non-empty");
+        let status = *["New", "New", "New", "InProgress", "Resolved"]
+            .choose(rng)
+            .expect("non-empty");
         let resolved = status == "Resolved";
         let host = *HOSTS.choose(rng).expect("non-empty");
         let domain = *DOMAINS.choose(rng).expect("non-empty");
@@ -512,19 +579,34 @@ impl GenAlert {
             id,
             incident_id: Some(rng.gen_range(1_000..2_000_000)),
             investigation_id: rng.gen_bool(0.5).then(|| rng.gen_range(1..100_000)),
-            assigned_to: (status != "New").then(|| format!("{}@contoso.com", USERS.choose(rng).copied().unwrap_or("soc"))),
+            assigned_to: (status != "New").then(|| {
+                format!(
+                    "{}@contoso.com",
+                    USERS.choose(rng).copied().unwrap_or("soc")
+                )
+            }),
             severity: SEVERITIES.choose(rng).copied().unwrap_or("Low").to_owned(),
             status: status.to_owned(),
             classification: resolved.then(|| "TruePositive".to_owned()),
             determination: resolved.then(|| "Malware".to_owned()),
             investigation_state: Some(
-                ["Queued", "Running", "PendingApproval", "Benign", "UnsupportedOs"]
-                    .choose(rng)
-                    .copied()
-                    .unwrap_or("Queued")
-                    .to_owned(),
+                [
+                    "Queued",
+                    "Running",
+                    "PendingApproval",
+                    "Benign",
+                    "UnsupportedOs",
+                ]
+                .choose(rng)
+                .copied()
+                .unwrap_or("Queued")
+                .to_owned(),
             ),
-            detection_source: SOURCES.choose(rng).copied().unwrap_or("WindowsDefenderAtp").to_owned(),
+            detection_source: SOURCES
+                .choose(rng)
+                .copied()
+                .unwrap_or("WindowsDefenderAtp")
+                .to_owned(),
             detector_id: rng.gen_bool(0.8).then(|| uuid::Uuid::new_v4().to_string()),
             category: category.to_owned(),
             threat_family_name: malware.then(|| "Emotet".to_owned()),
@@ -537,9 +619,16 @@ impl GenAlert {
             resolved_time: resolved.then(|| format_trimmed(last_update)),
             machine_id: hex(rng, 40),
             computer_dns_name: format!("{host}.{domain}"),
-            rbac_group_name: rng.gen_bool(0.7).then(|| ["A", "Servers", "Workstations"].choose(rng).copied().unwrap_or("A").to_owned()),
+            rbac_group_name: rng.gen_bool(0.7).then(|| {
+                ["A", "Servers", "Workstations"]
+                    .choose(rng)
+                    .copied()
+                    .unwrap_or("A")
+                    .to_owned()
+            }),
             aad_tenant_id: tenant_id.to_owned(),
-            threat_name: malware.then(|| THREATS.choose(rng).copied().unwrap_or("Trojan").to_owned()),
+            threat_name: malware
+                .then(|| THREATS.choose(rng).copied().unwrap_or("Trojan").to_owned()),
             mitre_techniques: mitre.iter().map(|s| (*s).to_owned()).collect(),
             related_user: rng.gen_bool(0.8).then(|| RelatedUser {
                 user_name: user.to_owned(),
@@ -553,11 +642,19 @@ impl GenAlert {
 
 impl Evidence {
     fn random(rng: &mut impl Rng, created: Timestamp, user: &str, domain: &str) -> Evidence {
-        let kind = *["Process", "File", "User", "Ip", "Url", "Registry"].choose(rng).expect("non-empty");
-        let proc_time = before(rng, created, 200);
-        let file = *["rundll32.exe", "powershell.exe", "invoice.docm", "svchost.exe", "payload.dll"]
+        let kind = *["Process", "File", "User", "Ip", "Url", "Registry"]
             .choose(rng)
             .expect("non-empty");
+        let proc_time = before(rng, created, 200);
+        let file = *[
+            "rundll32.exe",
+            "powershell.exe",
+            "invoice.docm",
+            "svchost.exe",
+            "payload.dll",
+        ]
+        .choose(rng)
+        .expect("non-empty");
         let is_file = matches!(kind, "Process" | "File");
         let is_proc = kind == "Process";
         Evidence {
@@ -568,7 +665,8 @@ impl Evidence {
             file_name: is_file.then(|| file.to_owned()),
             file_path: is_file.then(|| "C:\\Windows\\SysWOW64".to_owned()),
             process_id: is_proc.then(|| rng.gen_range(100..20_000)),
-            process_command_line: is_proc.then(|| format!("{file}  c:\\temp\\suspicious.dll,RepeatAfterMe")),
+            process_command_line: is_proc
+                .then(|| format!("{file}  c:\\temp\\suspicious.dll,RepeatAfterMe")),
             process_creation_time: is_proc.then(|| proc_time.to_string()),
             parent_process_id: is_proc.then(|| rng.gen_range(100..20_000)),
             parent_process_creation_time: is_proc.then(|| before(rng, proc_time, 60).to_string()),
@@ -576,16 +674,31 @@ impl Evidence {
             parent_process_file_path: is_proc.then(|| "C:\\Windows".to_owned()),
             ip_address: (kind == "Ip").then(|| format!("203.0.113.{}", rng.gen_range(1..255))),
             url: (kind == "Url").then(|| "http://malicious.example.net/dl".to_owned()),
-            registry_key: (kind == "Registry").then(|| "SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run".to_owned()),
+            registry_key: (kind == "Registry")
+                .then(|| "SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run".to_owned()),
             registry_hive: (kind == "Registry").then(|| "HKEY_LOCAL_MACHINE".to_owned()),
             registry_value_type: (kind == "Registry").then(|| "String".to_owned()),
-            registry_value: (kind == "Registry").then(|| "C:\\Users\\Public\\updater.exe".to_owned()),
+            registry_value: (kind == "Registry")
+                .then(|| "C:\\Users\\Public\\updater.exe".to_owned()),
             account_name: (kind == "User").then(|| user.to_owned()),
             domain_name: (kind == "User").then(|| domain.to_uppercase()),
-            user_sid: (kind == "User").then(|| format!("S-1-5-21-{}-{}", rng.gen_range(1_000_000..9_999_999), rng.gen_range(1000..9999))),
-            aad_user_id: (kind == "User" && rng.gen_bool(0.5)).then(|| uuid::Uuid::new_v4().to_string()),
+            user_sid: (kind == "User").then(|| {
+                format!(
+                    "S-1-5-21-{}-{}",
+                    rng.gen_range(1_000_000..9_999_999),
+                    rng.gen_range(1000..9999)
+                )
+            }),
+            aad_user_id: (kind == "User" && rng.gen_bool(0.5))
+                .then(|| uuid::Uuid::new_v4().to_string()),
             user_principal_name: (kind == "User").then(|| format!("{user}@contoso.com")),
-            detection_status: is_file.then(|| ["Detected", "Blocked", "Prevented"].choose(rng).copied().unwrap_or("Detected").to_owned()),
+            detection_status: is_file.then(|| {
+                ["Detected", "Blocked", "Prevented"]
+                    .choose(rng)
+                    .copied()
+                    .unwrap_or("Detected")
+                    .to_owned()
+            }),
         }
     }
 }
@@ -602,10 +715,26 @@ mod tests {
         let from = Timestamp::parse("2026-11-26T10:00:00Z").unwrap();
         let mut digit_counts = std::collections::HashSet::new();
         for i in 0..200 {
-            set.generate_one(&mut rng, "t", Timestamp::from_ticks(from.ticks() + i * 1_234_567), from);
+            set.generate_one(
+                &mut rng,
+                "t",
+                Timestamp::from_ticks(from.ticks() + i * 1_234_567),
+                from,
+            );
         }
         for v in set.current() {
-            for key in ["id", "incidentId", "severity", "status", "title", "lastUpdateTime", "evidence", "mitreTechniques", "comments", "machineId"] {
+            for key in [
+                "id",
+                "incidentId",
+                "severity",
+                "status",
+                "title",
+                "lastUpdateTime",
+                "evidence",
+                "mitreTechniques",
+                "comments",
+                "machineId",
+            ] {
                 assert!(v.get(key).is_some(), "{key} missing in {v}");
             }
             let text = v["lastUpdateTime"].as_str().unwrap();
@@ -616,12 +745,20 @@ mod tests {
             let ev = v["evidence"].as_array().unwrap().len();
             assert!((1..=3).contains(&ev));
         }
-        assert!(digit_counts.len() >= 5, "times use varied precision: {digit_counts:?}");
+        assert!(
+            digit_counts.len() >= 5,
+            "times use varied precision: {digit_counts:?}"
+        );
     }
 
     #[test]
     fn trimmed_format_is_the_shortest_exact_text() {
-        for s in ["2021-01-26T20:33:59.2Z", "2021-01-26T20:33:50.19Z", "2021-01-26T20:33:57.7220239Z", "2021-01-26T20:33:57.0Z"] {
+        for s in [
+            "2021-01-26T20:33:59.2Z",
+            "2021-01-26T20:33:50.19Z",
+            "2021-01-26T20:33:57.7220239Z",
+            "2021-01-26T20:33:57.0Z",
+        ] {
             assert_eq!(format_trimmed(Timestamp::parse(s).unwrap()), s);
         }
     }

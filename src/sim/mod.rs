@@ -344,7 +344,13 @@ impl Simulator {
     }
 
     /// `count` new alerts with `lastUpdateTime` uniform in `[from, to)`; their ids.
-    pub fn generate_alerts(&self, tenant_id: &str, count: usize, from: Timestamp, to: Timestamp) -> Vec<String> {
+    pub fn generate_alerts(
+        &self,
+        tenant_id: &str,
+        count: usize,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<String> {
         let shared = self.shared();
         let mut rng = lock(&shared.rng);
         let mut sets = write(&shared.alerts);
@@ -361,7 +367,11 @@ impl Simulator {
     /// Makes a caller-built alert visible (replacing one with the same id).
     /// It needs a string `id` and an ISO 8601 `lastUpdateTime`; its text is
     /// served verbatim, `evidence` only with `$expand=evidence`.
-    pub fn insert_alert(&self, tenant_id: &str, alert: serde_json::Value) -> Result<(), AlertError> {
+    pub fn insert_alert(
+        &self,
+        tenant_id: &str,
+        alert: serde_json::Value,
+    ) -> Result<(), AlertError> {
         write(&self.shared().alerts)
             .entry(tenant_id.to_owned())
             .or_default()
@@ -392,11 +402,17 @@ impl Simulator {
     }
 
     pub fn alert_count(&self, tenant_id: &str) -> usize {
-        read(&self.shared().alerts).get(tenant_id).map_or(0, |s| s.len())
+        read(&self.shared().alerts)
+            .get(tenant_id)
+            .map_or(0, |s| s.len())
     }
 
     /// Creates and updates alerts in the background until shutdown.
-    pub fn spawn_activity(&self, tenant_id: &str, activity: Activity) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_activity(
+        &self,
+        tenant_id: &str,
+        activity: Activity,
+    ) -> tokio::task::JoinHandle<()> {
         let shared = self.inner.shared.clone();
         let tenant = tenant_id.to_owned();
         let mut stop = shared.shutdown.clone();
@@ -444,3 +460,6 @@ fn activity_tick(shared: &Shared, tenant: &str, a: &Activity) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

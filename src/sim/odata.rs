@@ -167,8 +167,11 @@ impl Parser {
                  'Edm.DateTimeOffset' and 'Edm.String' ({value})"
             )));
         }
-        let ts = Timestamp::parse(&value)
-            .map_err(|_| FilterError(format!("unrecognized 'Edm.DateTimeOffset' literal '{value}'")))?;
+        let ts = Timestamp::parse(&value).map_err(|_| {
+            FilterError(format!(
+                "unrecognized 'Edm.DateTimeOffset' literal '{value}'"
+            ))
+        })?;
         Ok(Filter::Cmp(prop, op, ts))
     }
 }
@@ -200,7 +203,10 @@ mod tests {
             "(alertCreationTime gt 2021-01-01T00:00:00Z or lastUpdateTime eq 2020-01-01T00:00:00.5Z) and lastUpdateTime ne 2022-01-01T00:00:00Z",
         )
         .unwrap();
-        assert!(f.matches(ts("2020-01-01T00:00:00.5000000Z"), ts("2019-01-01T00:00:00Z")));
+        assert!(f.matches(
+            ts("2020-01-01T00:00:00.5000000Z"),
+            ts("2019-01-01T00:00:00Z")
+        ));
         assert!(f.matches(ts("2021-06-01T00:00:00Z"), ts("2021-06-01T00:00:00Z")));
         assert!(!f.matches(ts("2022-01-01T00:00:00Z"), ts("2021-06-01T00:00:00Z")));
     }

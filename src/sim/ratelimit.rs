@@ -30,7 +30,12 @@ impl RateLimiter {
 
     /// Counts the call and returns `Ok`, or refuses it (not counted) with the
     /// whole seconds until a slot frees in every exhausted window (≥ 1).
-    pub(crate) fn try_acquire(&self, client_id: &str, tenant_id: &str, now: Instant) -> Result<(), u64> {
+    pub(crate) fn try_acquire(
+        &self,
+        client_id: &str,
+        tenant_id: &str,
+        now: Instant,
+    ) -> Result<(), u64> {
         let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
         let q = calls
             .entry((client_id.to_owned(), tenant_id.to_owned()))
@@ -64,29 +69,47 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[test]
     fn minute_window_refuses_then_frees_a_slot() {
         let rl = RateLimiter::new(3, 0);
         let t0 = Instant::now();
         for i in 0..3 {
-            assert_eq!(rl.try_acquire("app", "t", t0 + Duration::from_secs(i * 10)), Ok(()));
+            assert_eq!(
+                rl.try_acquire("app", "t", t0 + Duration::from_secs(i * 10)),
+                Ok(())
+            );
         }
         // The first call (t0) leaves the window at t0+60: 35 s after t0+25.
-        assert_eq!(rl.try_acquire("app", "t", t0 + Duration::from_secs(25)), Err(35));
-        assert_eq!(rl.try_acquire("app", "t", t0 + Duration::from_millis(59_500)), Err(1));
-        assert_eq!(rl.try_acquire("app", "t", t0 + Duration::from_secs(60)), Ok(()));
+        assert_eq!(
+            rl.try_acquire("app", "t", t0 + Duration::from_secs(25)),
+            Err(35)
+        );
+        assert_eq!(
+            rl.try_acquire("app", "t", t0 + Duration::from_millis(59_500)),
+            Err(1)
+        );
+        assert_eq!(
+            rl.try_acquire("app", "t", t0 + Duration::from_secs(60)),
+            Ok(())
+        );
         // Another tenant of the same app has its own budget.
         assert_eq!(rl.try_acquire("app", "other", t0), Ok(()));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[test]
     fn hour_window_binds_when_minutes_are_fine() {
         let rl = RateLimiter::new(100, 4);
         let t0 = Instant::now();
         for i in 0..4 {
-            assert_eq!(rl.try_acquire("a", "t", t0 + Duration::from_secs(i * 120)), Ok(()));
+            assert_eq!(
+                rl.try_acquire("a", "t", t0 + Duration::from_secs(i * 120)),
+                Ok(())
+            );
         }
-        assert_eq!(rl.try_acquire("a", "t", t0 + Duration::from_secs(600)), Err(3000));
+        assert_eq!(
+            rl.try_acquire("a", "t", t0 + Duration::from_secs(600)),
+            Err(3000)
+        );
         assert_eq!(rl.try_acquire("a", "t", t0 + HOUR), Ok(()));
     }
 }

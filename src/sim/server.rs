@@ -26,7 +26,8 @@ use super::{lock, read, RequestKind, RequestRecord, Shared};
 use crate::timestamp::Timestamp;
 
 const MAX_TOP: usize = 10_000;
-const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8";
+const ODATA_JSON: &str =
+    "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8";
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -37,11 +38,19 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-async fn token_v2(State(s): State<Arc<Shared>>, Path(tenant): Path<String>, body: Bytes) -> Response {
+async fn token_v2(
+    State(s): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
     token(s, tenant, body, false).await
 }
 
-async fn token_v1(State(s): State<Arc<Shared>>, Path(tenant): Path<String>, body: Bytes) -> Response {
+async fn token_v1(
+    State(s): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
     token(s, tenant, body, true).await
 }
 
@@ -92,8 +101,14 @@ async fn token(s: Arc<Shared>, tenant: String, body: Bytes, v1: bool) -> Respons
     )
         .into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
     resp
 }
 
@@ -102,7 +117,12 @@ fn is_guid(s: &str) -> bool {
 }
 
 /// The client-credentials grant: a token body, or the AADSTS refusal.
-fn issue(s: &Shared, tenant_id: &str, form: &HashMap<String, String>, v1: bool) -> Result<String, AadError> {
+fn issue(
+    s: &Shared,
+    tenant_id: &str,
+    form: &HashMap<String, String>,
+    v1: bool,
+) -> Result<String, AadError> {
     let missing = |p: &str| {
         AadError::new(
             400,
@@ -111,7 +131,9 @@ fn issue(s: &Shared, tenant_id: &str, form: &HashMap<String, String>, v1: bool) 
             format!("The request body must contain the following parameter: '{p}'."),
         )
     };
-    let grant = form.get("grant_type").ok_or_else(|| missing("grant_type"))?;
+    let grant = form
+        .get("grant_type")
+        .ok_or_else(|| missing("grant_type"))?;
     if grant != "client_credentials" {
         return Err(AadError::new(
             400,
@@ -120,7 +142,10 @@ fn issue(s: &Shared, tenant_id: &str, form: &HashMap<String, String>, v1: bool) 
             format!("The app requested an unsupported grant type '{grant}'."),
         ));
     }
-    let tenant = read(&s.tenants).get(tenant_id).filter(|_| is_guid(tenant_id)).cloned();
+    let tenant = read(&s.tenants)
+        .get(tenant_id)
+        .filter(|_| is_guid(tenant_id))
+        .cloned();
     let Some(tenant) = tenant else {
         return Err(AadError::new(
             400,
@@ -196,7 +221,9 @@ fn issue(s: &Shared, tenant_id: &str, form: &HashMap<String, String>, v1: bool) 
     drop(apps);
     // The resource.
     let resource = if v1 {
-        form.get("resource").ok_or_else(|| missing("resource"))?.clone()
+        form.get("resource")
+            .ok_or_else(|| missing("resource"))?
+            .clone()
     } else {
         let scope = form.get("scope").ok_or_else(|| missing("scope"))?;
         match scope.strip_suffix("/.default") {
@@ -212,7 +239,11 @@ fn issue(s: &Shared, tenant_id: &str, form: &HashMap<String, String>, v1: bool) 
         }
     };
     let resource = resource.trim_end_matches('/').to_owned();
-    if !MDE_RESOURCES.iter().any(|r| r.eq_ignore_ascii_case(&resource)) || !tenant.has_mde {
+    if !MDE_RESOURCES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(&resource))
+        || !tenant.has_mde
+    {
         return Err(AadError::new(
             400,
             "invalid_resource",
@@ -276,8 +307,10 @@ fn issue(s: &Shared, tenant_id: &str, form: &HashMap<String, String>, v1: bool) 
 fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"error": {"code": code, "message": message, "target": uuid::Uuid::new_v4().to_string()}});
     let mut r = (status, body.to_string()).into_response();
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
     r
 }
 
@@ -314,7 +347,11 @@ fn options(raw: Option<&str>) -> Options {
     o
 }
 
-async fn alerts(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+async fn alerts(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let opts = options(raw.as_deref());
     let mut rec = RequestRecord {
         at: SystemTime::now(),
@@ -334,22 +371,42 @@ async fn alerts(State(s): State<Arc<Shared>>, headers: HeaderMap, RawQuery(raw):
     resp
 }
 
-async fn answer(s: &Shared, headers: &HeaderMap, opts: &Options, rec: &mut RequestRecord) -> Response {
+async fn answer(
+    s: &Shared,
+    headers: &HeaderMap,
+    opts: &Options,
+    rec: &mut RequestRecord,
+) -> Response {
     // The bearer token.
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")));
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        });
     let Some(bearer) = bearer else {
-        return api_error(StatusCode::UNAUTHORIZED, "Unauthorized", "Authorization header is missing or is not a Bearer token");
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Authorization header is missing or is not a Bearer token",
+        );
     };
     let Some(token) = lock(&s.tokens).get(bearer.trim()).cloned() else {
-        return api_error(StatusCode::UNAUTHORIZED, "Unauthorized", "Invalid token: the signature or the token is not valid");
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Invalid token: the signature or the token is not valid",
+        );
     };
     rec.tenant_id = Some(token.tenant_id.clone());
     rec.client_id = Some(token.client_id.clone());
     if SystemTime::now() >= token.expires {
-        return api_error(StatusCode::UNAUTHORIZED, "Unauthorized", "The access token has expired");
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "The access token has expired",
+        );
     }
     if !token.has_role {
         return api_error(
@@ -366,12 +423,21 @@ async fn answer(s: &Shared, headers: &HeaderMap, opts: &Options, rec: &mut Reque
     if fault == ApiFault::Throttled {
         return with_retry_after(s, api_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "API calls quota exceeded! Maximum allowed calls are 100 per minute and 1500 per hour."), faults.retry_after_secs, rec, true);
     }
-    if let Err(wait) = s.limiter.try_acquire(&token.client_id, tenant, tokio::time::Instant::now()) {
+    if let Err(wait) = s
+        .limiter
+        .try_acquire(&token.client_id, tenant, tokio::time::Instant::now())
+    {
         let msg = format!(
             "API calls quota exceeded! Maximum allowed calls are {} per minute and {} per hour. Try again in {wait} seconds.",
             s.opts.per_minute, s.opts.per_hour
         );
-        return with_retry_after(s, api_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", &msg), wait, rec, false);
+        return with_retry_after(
+            s,
+            api_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", &msg),
+            wait,
+            rec,
+            false,
+        );
     }
     if stall {
         let mut stop = s.shutdown.clone();
@@ -382,12 +448,20 @@ async fn answer(s: &Shared, headers: &HeaderMap, opts: &Options, rec: &mut Reque
     }
     match fault {
         ApiFault::Internal => {
-            return api_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "An error has occurred.")
+            return api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "An error has occurred.",
+            )
         }
         ApiFault::Unavailable => {
             return with_retry_after(
                 s,
-                api_error(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "The service is temporarily unavailable."),
+                api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable.",
+                ),
                 faults.retry_after_secs,
                 rec,
                 true,
@@ -410,12 +484,21 @@ async fn answer(s: &Shared, headers: &HeaderMap, opts: &Options, rec: &mut Reque
     let skip = match opts.skip.as_deref().map(str::parse::<i64>) {
         None => 0,
         Some(Ok(k)) if k >= 0 => k as usize,
-        _ => return bad(format!("Invalid value '{}' for $skip query option found.", opts.skip.as_deref().unwrap_or(""))),
+        _ => {
+            return bad(format!(
+                "Invalid value '{}' for $skip query option found.",
+                opts.skip.as_deref().unwrap_or("")
+            ))
+        }
     };
     let expand = match opts.expand.as_deref() {
         None => false,
         Some(e) if e.trim().eq_ignore_ascii_case("evidence") => true,
-        Some(e) => return bad(format!("Could not find a property named '{e}' on type 'Alert' to expand.")),
+        Some(e) => {
+            return bad(format!(
+                "Could not find a property named '{e}' on type 'Alert' to expand."
+            ))
+        }
     };
     let filter = match opts.filter.as_deref().map(Filter::parse).transpose() {
         Ok(f) => f,
@@ -431,7 +514,10 @@ async fn answer(s: &Shared, headers: &HeaderMap, opts: &Options, rec: &mut Reque
                 expand,
                 seed: s.opts.seed,
             }),
-            None => format!("{{\"@odata.context\":\"{}\",\"value\":[]}}", super::alerts::ODATA_CONTEXT),
+            None => format!(
+                "{{\"@odata.context\":\"{}\",\"value\":[]}}",
+                super::alerts::ODATA_CONTEXT
+            ),
         }
     };
     let body = match fault {
@@ -451,13 +537,20 @@ async fn answer(s: &Shared, headers: &HeaderMap, opts: &Options, rec: &mut Reque
         _ => Body::from(body),
     };
     let mut r = Response::new(body);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
     r
 }
 
 /// Adds `Retry-After`; injected ones alternate between the seconds and the
 /// HTTP-date forms, both of which clients must understand.
-fn with_retry_after(s: &Shared, mut r: Response, secs: u64, rec: &mut RequestRecord, may_use_date: bool) -> Response {
+fn with_retry_after(
+    s: &Shared,
+    mut r: Response,
+    secs: u64,
+    rec: &mut RequestRecord,
+    may_use_date: bool,
+) -> Response {
     let secs = secs.max(1);
     let use_date = may_use_date && s.retry_after_flip.fetch_add(1, Ordering::Relaxed) % 2 == 1;
     let value = if use_date {

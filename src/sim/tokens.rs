@@ -16,7 +16,8 @@ use x509_cert::der::{Decode, Encode};
 
 use crate::timestamp::Timestamp;
 
-pub(crate) const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const CLIENT_ASSERTION_TYPE: &str =
+    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Resources a token may be asked for: the Defender for Endpoint API under its
 /// names in every cloud, and its app id.
@@ -39,7 +40,12 @@ pub(crate) struct AadError {
 }
 
 impl AadError {
-    pub(crate) fn new(status: u16, error: &'static str, code: u32, text: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        status: u16,
+        error: &'static str,
+        code: u32,
+        text: impl Into<String>,
+    ) -> Self {
         AadError {
             status,
             error,
@@ -110,13 +116,15 @@ impl AppCert {
             .ok_or("no CERTIFICATE block in the PEM")?
             .contents()
             .to_vec();
-        let cert = x509_cert::Certificate::from_der(&der).map_err(|e| format!("bad certificate: {e}"))?;
+        let cert =
+            x509_cert::Certificate::from_der(&der).map_err(|e| format!("bad certificate: {e}"))?;
         let spki = cert
             .tbs_certificate
             .subject_public_key_info
             .to_der()
             .map_err(|e| format!("bad public key: {e}"))?;
-        let key = RsaPublicKey::from_public_key_der(&spki).map_err(|e| format!("not an RSA key: {e}"))?;
+        let key =
+            RsaPublicKey::from_public_key_der(&spki).map_err(|e| format!("not an RSA key: {e}"))?;
         Ok(AppCert {
             sha1: B64.encode(Sha1::digest(&der)),
             sha256: B64.encode(Sha256::digest(&der)),
@@ -134,20 +142,46 @@ pub(crate) fn verify_assertion(
     expected_aud: &[String],
     now: SystemTime,
 ) -> Result<(), AadError> {
-    let bad = |text: String| AadError::new(401, "invalid_client", 700027, format!("Client assertion failed signature validation. {text}"));
+    let bad = |text: String| {
+        AadError::new(
+            401,
+            "invalid_client",
+            700027,
+            format!("Client assertion failed signature validation. {text}"),
+        )
+    };
     let parts: Vec<&str> = jwt.split('.').collect();
     if parts.len() != 3 {
-        return Err(AadError::new(400, "invalid_request", 50027, "JWT token is invalid or malformed."));
+        return Err(AadError::new(
+            400,
+            "invalid_request",
+            50027,
+            "JWT token is invalid or malformed.",
+        ));
     }
     let decode = |s: &str| B64.decode(s.trim_end_matches('='));
     let header: Value = decode(parts[0])
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| AadError::new(400, "invalid_request", 50027, "JWT token is invalid or malformed."))?;
+        .ok_or_else(|| {
+            AadError::new(
+                400,
+                "invalid_request",
+                50027,
+                "JWT token is invalid or malformed.",
+            )
+        })?;
     let claims: Value = decode(parts[1])
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| AadError::new(400, "invalid_request", 50027, "JWT token is invalid or malformed."))?;
+        .ok_or_else(|| {
+            AadError::new(
+                400,
+                "invalid_request",
+                50027,
+                "JWT token is invalid or malformed.",
+            )
+        })?;
     let sig = decode(parts[2]).map_err(|_| bad("The signature is not base64url.".into()))?;
     let signed = &jwt[..parts[0].len() + 1 + parts[1].len()];
     let alg = header["alg"].as_str().unwrap_or("");
@@ -170,16 +204,24 @@ pub(crate) fn verify_assertion(
     let verified = if alg == "PS256" {
         rsa::pss::Signature::try_from(sig.as_slice())
             .ok()
-            .is_some_and(|s| rsa::pss::VerifyingKey::<Sha256>::new(cert.key.clone()).verify(signed.as_bytes(), &s).is_ok())
+            .is_some_and(|s| {
+                rsa::pss::VerifyingKey::<Sha256>::new(cert.key.clone())
+                    .verify(signed.as_bytes(), &s)
+                    .is_ok()
+            })
     } else {
-        rsa::pkcs1v15::Signature::try_from(sig.as_slice()).ok().is_some_and(|s| {
-            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(cert.key.clone())
-                .verify(signed.as_bytes(), &s)
-                .is_ok()
-        })
+        rsa::pkcs1v15::Signature::try_from(sig.as_slice())
+            .ok()
+            .is_some_and(|s| {
+                rsa::pkcs1v15::VerifyingKey::<Sha256>::new(cert.key.clone())
+                    .verify(signed.as_bytes(), &s)
+                    .is_ok()
+            })
     };
     if !verified {
-        return Err(bad("The signature does not match the registered certificate.".into()));
+        return Err(bad(
+            "The signature does not match the registered certificate.".into(),
+        ));
     }
     let iss = claims["iss"].as_str().unwrap_or("");
     let sub = claims["sub"].as_str().unwrap_or("");
@@ -192,7 +234,9 @@ pub(crate) fn verify_assertion(
         ));
     }
     if iss != client_id {
-        return Err(bad(format!("The assertion's issuer '{iss}' is not the client id '{client_id}'.")));
+        return Err(bad(format!(
+            "The assertion's issuer '{iss}' is not the client id '{client_id}'."
+        )));
     }
     let aud = claims["aud"].as_str().unwrap_or("");
     if !expected_aud.iter().any(|a| a == aud) {
@@ -200,7 +244,10 @@ pub(crate) fn verify_assertion(
             401,
             "invalid_client",
             700027,
-            format!("Client assertion contains an invalid audience (aud) claim '{aud}'; expected '{}'.", expected_aud[0]),
+            format!(
+                "Client assertion contains an invalid audience (aud) claim '{aud}'; expected '{}'.",
+                expected_aud[0]
+            ),
         ));
     }
     let now = Timestamp::from_system_time(now).unix_seconds();
@@ -232,14 +279,28 @@ pub(crate) mod tests {
         let key = dir.join(format!("{name}.key"));
         let crt = dir.join(format!("{name}.crt"));
         let st = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sim-test"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=sim-test",
+            ])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
             .arg(&crt)
             .output()
             .expect("openssl runs");
-        assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         let pk = RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(key).unwrap()).unwrap();
         (std::fs::read_to_string(crt).unwrap(), pk)
     }
@@ -252,13 +313,19 @@ pub(crate) mod tests {
         } else {
             json!({"alg": "RS256", "typ": "JWT", "x5t": B64.encode(Sha1::digest(&der))})
         };
-        let input = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
+        let input = format!(
+            "{}.{}",
+            B64.encode(header.to_string()),
+            B64.encode(claims.to_string())
+        );
         let sig = if alg == "PS256" {
             rsa::pss::BlindedSigningKey::<Sha256>::new(key.clone())
                 .sign_with_rng(&mut rand::thread_rng(), input.as_bytes())
                 .to_vec()
         } else {
-            rsa::pkcs1v15::SigningKey::<Sha256>::new(key.clone()).sign(input.as_bytes()).to_vec()
+            rsa::pkcs1v15::SigningKey::<Sha256>::new(key.clone())
+                .sign(input.as_bytes())
+                .to_vec()
         };
         format!("{input}.{}", B64.encode(sig))
     }
@@ -279,37 +346,80 @@ pub(crate) mod tests {
         let secs = Timestamp::now().unix_seconds();
         let c = claims("app", &aud[0], secs);
         for alg in ["PS256", "RS256"] {
-            assert_eq!(verify_assertion(&sign(alg, &pem_a, &key_a, &c), "app", &certs, &aud, now), Ok(()));
+            assert_eq!(
+                verify_assertion(&sign(alg, &pem_a, &key_a, &c), "app", &certs, &aud, now),
+                Ok(())
+            );
         }
         // Signed by another key but claiming certificate A's thumbprint.
         let forged = sign("PS256", &pem_a, &key_b, &c);
-        assert_eq!(verify_assertion(&forged, "app", &certs, &aud, now).unwrap_err().code, 700027);
+        assert_eq!(
+            verify_assertion(&forged, "app", &certs, &aud, now)
+                .unwrap_err()
+                .code,
+            700027
+        );
         // A certificate that was never uploaded.
         let unknown = sign("RS256", &pem_b, &key_b, &c);
-        assert_eq!(verify_assertion(&unknown, "app", &certs, &aud, now).unwrap_err().code, 700027);
+        assert_eq!(
+            verify_assertion(&unknown, "app", &certs, &aud, now)
+                .unwrap_err()
+                .code,
+            700027
+        );
 
         let mut c2 = c.clone();
         c2["sub"] = json!("someone-else");
-        let e = verify_assertion(&sign("PS256", &pem_a, &key_a, &c2), "app", &certs, &aud, now).unwrap_err();
+        let e = verify_assertion(
+            &sign("PS256", &pem_a, &key_a, &c2),
+            "app",
+            &certs,
+            &aud,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.code, 50048);
         let mut c3 = c.clone();
         c3["exp"] = json!(secs - 3600);
-        let e = verify_assertion(&sign("PS256", &pem_a, &key_a, &c3), "app", &certs, &aud, now).unwrap_err();
+        let e = verify_assertion(
+            &sign("PS256", &pem_a, &key_a, &c3),
+            "app",
+            &certs,
+            &aud,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.code, 500133);
         let mut c4 = c.clone();
         c4["exp"] = json!(secs + 3600);
-        let e = verify_assertion(&sign("PS256", &pem_a, &key_a, &c4), "app", &certs, &aud, now).unwrap_err();
+        let e = verify_assertion(
+            &sign("PS256", &pem_a, &key_a, &c4),
+            "app",
+            &certs,
+            &aud,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.code, 500133);
         let mut c5 = c;
         c5["aud"] = json!("https://login.microsoftonline.com/t/oauth2/v2.0/token");
-        let e = verify_assertion(&sign("PS256", &pem_a, &key_a, &c5), "app", &certs, &aud, now).unwrap_err();
+        let e = verify_assertion(
+            &sign("PS256", &pem_a, &key_a, &c5),
+            "app",
+            &certs,
+            &aud,
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.code, 700027);
         assert!(e.text.contains("aud"), "{}", e.text);
     }
 
     #[test]
     fn errors_have_entras_shape() {
-        let body: Value = serde_json::from_str(&AadError::new(400, "unauthorized_client", 700016, "nope").body()).unwrap();
+        let body: Value =
+            serde_json::from_str(&AadError::new(400, "unauthorized_client", 700016, "nope").body())
+                .unwrap();
         assert_eq!(body["error"], "unauthorized_client");
         assert_eq!(body["error_codes"], json!([700016]));
         let d = body["error_description"].as_str().unwrap();
