@@ -26,7 +26,6 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
         token_lifetime: Duration::from_secs(120),
         ..SimOptions::default()
     })
-    .await
     .context("starting the simulator on 127.0.0.1")?;
     sim.add_app(SimApp {
         client_id: APP_ID.to_owned(),

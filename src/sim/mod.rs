@@ -1,19 +1,465 @@
-//! STUB (replaced by the sim branch).
-use std::time::Duration;
+//! The one simulator of Entra ID's token endpoint and the Defender for Endpoint
+//! alerts API, on loopback, for the integration tests, `mde-poller demo` and the
+//! benchmark.
+//!
+//! It behaves like the real service wherever a client could get it wrong
+//! (see `API-NOTES.md`): AADSTS errors in Entra's exact shape, tokens that
+//! expire, 401/403, the OData filter at 100 ns precision, results in no time
+//! order, `$skip` that is unreliable over changing data, the per-app-and-tenant
+//! call budget with `Retry-After`, late arrivals, and injected faults.
+//!
+//! Layout: [`server`] axum routes; [`odata`] the filter; [`alerts`] storage,
+//! generator and query; [`tokens`] Entra errors, issued tokens, assertions;
+//! [`faults`]; [`ratelimit`].
+
+mod alerts;
+mod faults;
+mod odata;
+mod ratelimit;
+mod server;
+mod tokens;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+pub use alerts::AlertError;
+pub use faults::Faults;
+
 use crate::timestamp::Timestamp;
-#[derive(Default)]
-pub struct SimOptions { pub token_lifetime: Duration }
-#[derive(Default)]
-pub struct SimApp { pub client_id: String, pub secret: Option<String> }
-pub struct SimTenant { pub tenant_id: String, pub consented_apps: Vec<String>, pub roles: Vec<String>, pub has_mde: bool }
-pub struct Activity { pub every: Duration, pub new: u32, pub updates: u32, pub late_fraction: f64, pub max_late: Duration }
-pub struct Simulator;
-impl Simulator {
-    pub async fn start(_o: SimOptions) -> std::io::Result<Simulator> { todo!() }
-    pub fn url(&self) -> String { todo!() }
-    pub fn add_app(&self, _a: SimApp) {}
-    pub fn add_tenant(&self, _t: SimTenant) {}
-    pub fn generate_alerts(&self, _t: &str, _n: usize, _f: Timestamp, _to: Timestamp) -> Vec<String> { todo!() }
-    pub fn spawn_activity(&self, _t: &str, _a: Activity) {}
-    pub fn shutdown(&self) {}
+
+/// How the simulated service behaves.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Lifetime of issued access tokens (`expires_in`), on the wall clock.
+    pub token_lifetime: Duration,
+    /// API calls accepted per (client id, tenant) in any sliding minute; 0 = no limit.
+    pub per_minute: u32,
+    /// …and in any sliding hour; 0 = no limit.
+    pub per_hour: u32,
+    /// Faults applied to every tenant that has none of its own.
+    pub faults: Faults,
+    /// Seeds the alert generator, the fault draws and the result order.
+    pub seed: u64,
 }
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            token_lifetime: Duration::from_secs(3599),
+            per_minute: 100,
+            per_hour: 1500,
+            faults: Faults::none(),
+            seed: 0x5eed,
+        }
+    }
+}
+
+/// An application registration (the partner's multi-tenant app).
+#[derive(Debug, Clone, Default)]
+pub struct SimApp {
+    pub client_id: String,
+    pub secret: Option<String>,
+    /// The secret exists but is past its end date (AADSTS7000222).
+    pub secret_expired: bool,
+    /// The uploaded certificate (PEM; a key block beside it is ignored).
+    /// One that does not parse makes every assertion fail with AADSTS700027.
+    pub certificate_pem: Option<String>,
+    /// Disabled as an enterprise app in customer tenants (AADSTS7000112).
+    pub disabled: bool,
+}
+
+impl SimApp {
+    pub fn with_secret(client_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        SimApp {
+            client_id: client_id.into(),
+            secret: Some(secret.into()),
+            ..SimApp::default()
+        }
+    }
+}
+
+/// A customer tenant.
+#[derive(Debug, Clone, Default)]
+pub struct SimTenant {
+    /// A GUID; requests for any other tenant get AADSTS90002.
+    pub tenant_id: String,
+    /// Client ids whose admin consent this tenant granted.
+    pub consented_apps: Vec<String>,
+    /// Application roles granted (e.g. `Alert.Read.All`); none → the token
+    /// carries no `roles` claim and the API answers 403.
+    pub roles: Vec<String>,
+    /// Whether the tenant has Defender for Endpoint (else AADSTS500011).
+    pub has_mde: bool,
+}
+
+impl SimTenant {
+    /// A tenant with MDE that consented to `client_id` with `Alert.Read.All`.
+    pub fn consented(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
+        SimTenant {
+            tenant_id: tenant_id.into(),
+            consented_apps: vec![client_id.into()],
+            roles: vec!["Alert.Read.All".into()],
+            has_mde: true,
+        }
+    }
+}
+
+/// Live activity for the demo: every `every`, `new` alerts appear and
+/// `updates` existing ones change, stamped about now; a `late_fraction` of the
+/// new ones arrive late, stamped up to `max_late` in the past.
+#[derive(Debug, Clone)]
+pub struct Activity {
+    pub every: Duration,
+    pub new: u32,
+    pub updates: u32,
+    pub late_fraction: f64,
+    pub max_late: Duration,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            every: Duration::from_secs(2),
+            new: 3,
+            updates: 1,
+            late_fraction: 0.2,
+            max_late: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    Token,
+    Alerts,
+}
+
+/// One request the simulator answered, for tests to assert on.
+#[derive(Debug, Clone)]
+pub struct RequestRecord {
+    pub at: SystemTime,
+    pub at_instant: tokio::time::Instant,
+    pub kind: RequestKind,
+    /// The tenant in the token path, or the tenant of the bearer token.
+    pub tenant_id: Option<String>,
+    pub client_id: Option<String>,
+    pub status: u16,
+    /// `$filter`, URL-decoded.
+    pub filter: Option<String>,
+    pub top: Option<u32>,
+    pub skip: Option<u32>,
+    /// `Retry-After` sent, in seconds (an HTTP-date form counts as its delay).
+    pub retry_after: Option<u64>,
+}
+
+pub(crate) struct AppEntry {
+    app: SimApp,
+    certs: Vec<tokens::AppCert>,
+}
+
+pub(crate) struct FaultConfig {
+    global: Faults,
+    per_tenant: HashMap<String, Faults>,
+}
+
+/// Everything the routes and the handle share.
+pub(crate) struct Shared {
+    opts: SimOptions,
+    base_url: String,
+    apps: RwLock<HashMap<String, AppEntry>>,
+    tenants: RwLock<HashMap<String, SimTenant>>,
+    alerts: RwLock<HashMap<String, alerts::AlertSet>>,
+    tokens: Mutex<HashMap<String, tokens::IssuedToken>>,
+    limiter: ratelimit::RateLimiter,
+    faults: Mutex<FaultConfig>,
+    rng: Mutex<StdRng>,
+    requests: Mutex<Vec<RequestRecord>>,
+    retry_after_flip: AtomicU64,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Locks, ignoring poisoning: a panicking test thread must not take every
+/// later request down with it.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|e| e.into_inner())
+}
+fn write<T>(m: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn faults_for(&self, tenant_id: Option<&str>) -> Faults {
+        let f = lock(&self.faults);
+        tenant_id
+            .and_then(|t| f.per_tenant.get(t))
+            .unwrap_or(&f.global)
+            .clone()
+    }
+
+    pub(crate) fn record(&self, r: RequestRecord) {
+        lock(&self.requests).push(r);
+    }
+
+    fn update(&self, tenant_id: &str, id: &str, at: Timestamp) -> bool {
+        let mut rng = lock(&self.rng);
+        write(&self.alerts)
+            .get_mut(tenant_id)
+            .is_some_and(|set| set.update(&mut *rng, id, at))
+    }
+}
+
+struct Handle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A running simulator. Cheap to clone; stops on [`Simulator::shutdown`] or
+/// when the last clone is dropped.
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Handle>,
+}
+
+impl Simulator {
+    /// Serves on `127.0.0.1` on a free port, on the current tokio runtime.
+    pub fn start(opts: SimOptions) -> std::io::Result<Simulator> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), opts)
+    }
+
+    /// Serves on `addr`, on the current tokio runtime (panics outside one).
+    pub fn start_on(addr: SocketAddr, opts: SimOptions) -> std::io::Result<Simulator> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
+        std_listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            base_url: format!("http://{addr}"),
+            apps: RwLock::default(),
+            tenants: RwLock::default(),
+            alerts: RwLock::default(),
+            tokens: Mutex::default(),
+            limiter: ratelimit::RateLimiter::new(opts.per_minute, opts.per_hour),
+            faults: Mutex::new(FaultConfig {
+                global: opts.faults.clone(),
+                per_tenant: HashMap::new(),
+            }),
+            rng: Mutex::new(StdRng::seed_from_u64(opts.seed)),
+            requests: Mutex::default(),
+            retry_after_flip: AtomicU64::new(0),
+            shutdown: stopped.clone(),
+            opts,
+        });
+        let app = server::router(shared.clone());
+        let mut on_stop = stopped;
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = on_stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "simulator server stopped");
+            }
+        });
+        Ok(Simulator {
+            inner: Arc::new(Handle { shared, addr, stop }),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: both the login URL and the API URL.
+    pub fn url(&self) -> String {
+        self.inner.shared.base_url.clone()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Stops accepting, lets answers in flight finish, ends live activity.
+    pub fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    pub fn add_app(&self, app: SimApp) {
+        let certs = app
+            .certificate_pem
+            .as_deref()
+            .and_then(|p| tokens::AppCert::from_pem(p).ok())
+            .into_iter()
+            .collect();
+        write(&self.shared().apps).insert(app.client_id.clone(), AppEntry { app, certs });
+    }
+
+    pub fn add_tenant(&self, tenant: SimTenant) {
+        write(&self.shared().tenants).insert(tenant.tenant_id.clone(), tenant);
+    }
+
+    /// Grants or revokes a tenant's consent to an app (tokens already issued
+    /// stay valid until they expire, as in Entra).
+    pub fn set_consent(&self, tenant_id: &str, client_id: &str, consented: bool) {
+        if let Some(t) = write(&self.shared().tenants).get_mut(tenant_id) {
+            t.consented_apps.retain(|c| c != client_id);
+            if consented {
+                t.consented_apps.push(client_id.to_owned());
+            }
+        }
+    }
+
+    /// Replaces the roles a tenant grants (applies to tokens issued later).
+    pub fn set_roles(&self, tenant_id: &str, roles: Vec<String>) {
+        if let Some(t) = write(&self.shared().tenants).get_mut(tenant_id) {
+            t.roles = roles;
+        }
+    }
+
+    /// Faults for one tenant, or for every tenant without its own (`None`).
+    pub fn set_faults(&self, tenant_id: Option<&str>, faults: Faults) {
+        let mut f = lock(&self.shared().faults);
+        match tenant_id {
+            Some(t) => {
+                f.per_tenant.insert(t.to_owned(), faults);
+            }
+            None => f.global = faults,
+        }
+    }
+
+    /// `count` new alerts with `lastUpdateTime` uniform in `[from, to)`; their ids.
+    pub fn generate_alerts(
+        &self,
+        tenant_id: &str,
+        count: usize,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Vec<String> {
+        let shared = self.shared();
+        let mut rng = lock(&shared.rng);
+        let mut sets = write(&shared.alerts);
+        let set = sets.entry(tenant_id.to_owned()).or_default();
+        let span = (to.ticks() - from.ticks()).max(1);
+        (0..count)
+            .map(|_| {
+                let at = Timestamp::from_ticks(from.ticks() + rng.gen_range(0..span));
+                set.generate_one(&mut *rng, tenant_id, at, from)
+            })
+            .collect()
+    }
+
+    /// Makes a caller-built alert visible (replacing one with the same id).
+    /// It needs a string `id` and an ISO 8601 `lastUpdateTime`; its text is
+    /// served verbatim, `evidence` only with `$expand=evidence`.
+    pub fn insert_alert(
+        &self,
+        tenant_id: &str,
+        alert: serde_json::Value,
+    ) -> Result<(), AlertError> {
+        write(&self.shared().alerts)
+            .entry(tenant_id.to_owned())
+            .or_default()
+            .insert_value(alert)
+            .map(drop)
+    }
+
+    /// Moves an alert on (New → InProgress → Resolved, with a comment) and
+    /// stamps it `at`; false if unknown or `at` is not after its current time.
+    pub fn update_alert(&self, tenant_id: &str, id: &str, at: Timestamp) -> bool {
+        self.shared().update(tenant_id, id, at)
+    }
+
+    /// Every `(id, lastUpdateTime)` ever made visible, in order, times as written.
+    pub fn versions(&self, tenant_id: &str) -> Vec<(String, String)> {
+        read(&self.shared().alerts)
+            .get(tenant_id)
+            .map(|s| s.versions())
+            .unwrap_or_default()
+    }
+
+    /// The live alerts, with evidence, in no particular order.
+    pub fn current(&self, tenant_id: &str) -> Vec<serde_json::Value> {
+        read(&self.shared().alerts)
+            .get(tenant_id)
+            .map(|s| s.current())
+            .unwrap_or_default()
+    }
+
+    pub fn alert_count(&self, tenant_id: &str) -> usize {
+        read(&self.shared().alerts)
+            .get(tenant_id)
+            .map_or(0, |s| s.len())
+    }
+
+    /// Creates and updates alerts in the background until shutdown.
+    pub fn spawn_activity(
+        &self,
+        tenant_id: &str,
+        activity: Activity,
+    ) -> tokio::task::JoinHandle<()> {
+        let shared = self.inner.shared.clone();
+        let tenant = tenant_id.to_owned();
+        let mut stop = shared.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(activity.every.max(Duration::from_millis(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                activity_tick(&shared, &tenant, &activity);
+            }
+        })
+    }
+
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.shared().requests).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.shared().requests).clear();
+    }
+}
+
+fn activity_tick(shared: &Shared, tenant: &str, a: &Activity) {
+    let now = Timestamp::now();
+    let mut rng = lock(&shared.rng);
+    let mut sets = write(&shared.alerts);
+    let set = sets.entry(tenant.to_owned()).or_default();
+    for _ in 0..a.new {
+        let at = if a.late_fraction > 0.0 && rng.gen_bool(a.late_fraction.min(1.0)) {
+            let late = rng.gen_range(0..=a.max_late.as_millis().min(u64::MAX as u128) as u64);
+            now.saturating_sub(Duration::from_millis(late))
+        } else {
+            now
+        };
+        set.generate_one(&mut *rng, tenant, at, at);
+    }
+    for _ in 0..a.updates {
+        if let Some((id, old)) = set.random_id(&mut *rng) {
+            if old < now {
+                set.update(&mut *rng, &id, now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

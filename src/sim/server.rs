@@ -1,0 +1,594 @@
+//! The HTTP face: the two token endpoints and `GET /api/alerts`, with the
+//! order of checks the real service applies (token faults → tenant → app →
+//! credential → resource; bearer → budget → faults → query).
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use rand::Rng;
+use serde_json::json;
+
+use super::alerts::Query;
+use super::faults::{ApiFault, TokenFault};
+use super::odata::Filter;
+use super::tokens::{self, AadError, IssuedToken, CLIENT_ASSERTION_TYPE, MDE_RESOURCES};
+use super::{lock, read, RequestKind, RequestRecord, Shared};
+use crate::timestamp::Timestamp;
+
+const MAX_TOP: usize = 10_000;
+const ODATA_JSON: &str =
+    "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8";
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token_v2))
+        .route("/{tenant}/oauth2/token", post(token_v1))
+        .route("/api/alerts", get(alerts))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "NotFound", "Resource not found") })
+        .with_state(shared)
+}
+
+async fn token_v2(
+    State(s): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
+    token(s, tenant, body, false).await
+}
+
+async fn token_v1(
+    State(s): State<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
+    token(s, tenant, body, true).await
+}
+
+async fn token(s: Arc<Shared>, tenant: String, body: Bytes, v1: bool) -> Response {
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let client_id = form.get("client_id").cloned();
+    let fault = s.faults_for(Some(&tenant)).draw_token(&mut *lock(&s.rng));
+    let result = match fault {
+        TokenFault::Internal => Err(AadError::new(
+            500,
+            "server_error",
+            50000,
+            "There was an error issuing a token or an issue with our sign-in service.",
+        )),
+        TokenFault::Transient if rand::thread_rng().gen_bool(0.5) => Err(AadError::new(
+            400,
+            "temporarily_unavailable",
+            90055,
+            "The request has been throttled. Too many requests to the tenant. Retry later.",
+        )),
+        TokenFault::Transient => Err(AadError::new(
+            400,
+            "invalid_request",
+            50196,
+            "The server terminated an operation because it encountered a client request loop. Retry later.",
+        )),
+        TokenFault::None => issue(&s, &tenant, &form, v1),
+    };
+    let (status, body) = match result {
+        Ok(body) => (200, body),
+        Err(e) => (e.status, e.body()),
+    };
+    s.record(RequestRecord {
+        at: SystemTime::now(),
+        at_instant: tokio::time::Instant::now(),
+        kind: RequestKind::Token,
+        tenant_id: Some(tenant),
+        client_id,
+        status,
+        filter: None,
+        top: None,
+        skip: None,
+        retry_after: None,
+    });
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache"),
+    );
+    resp
+}
+
+fn is_guid(s: &str) -> bool {
+    uuid::Uuid::try_parse(s).is_ok() && s.len() == 36
+}
+
+/// The client-credentials grant: a token body, or the AADSTS refusal.
+fn issue(
+    s: &Shared,
+    tenant_id: &str,
+    form: &HashMap<String, String>,
+    v1: bool,
+) -> Result<String, AadError> {
+    let missing = |p: &str| {
+        AadError::new(
+            400,
+            "invalid_request",
+            900144,
+            format!("The request body must contain the following parameter: '{p}'."),
+        )
+    };
+    let grant = form
+        .get("grant_type")
+        .ok_or_else(|| missing("grant_type"))?;
+    if grant != "client_credentials" {
+        return Err(AadError::new(
+            400,
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{grant}'."),
+        ));
+    }
+    let tenant = read(&s.tenants)
+        .get(tenant_id)
+        .filter(|_| is_guid(tenant_id))
+        .cloned();
+    let Some(tenant) = tenant else {
+        return Err(AadError::new(
+            400,
+            "invalid_request",
+            90002,
+            format!("Tenant '{tenant_id}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."),
+        ));
+    };
+    let client_id = form.get("client_id").ok_or_else(|| missing("client_id"))?;
+    let not_found = AadError::new(
+        400,
+        "unauthorized_client",
+        700016,
+        format!("Application with identifier '{client_id}' was not found in the directory '{tenant_id}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."),
+    );
+    if !tenant.consented_apps.iter().any(|c| c == client_id) {
+        return Err(not_found);
+    }
+    let apps = read(&s.apps);
+    let app = apps.get(client_id.as_str()).ok_or(not_found)?;
+    if app.app.disabled {
+        return Err(AadError::new(
+            400,
+            "unauthorized_client",
+            7000112,
+            format!("Application '{client_id}' is disabled."),
+        ));
+    }
+    // The credential.
+    let assertion_type = form.get("client_assertion_type");
+    let (appidacr, _) = if let Some(secret) = form.get("client_secret") {
+        let ok = app.app.secret.as_deref() == Some(secret.as_str());
+        if !ok {
+            return Err(AadError::new(
+                401,
+                "invalid_client",
+                7000215,
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '".to_owned() + client_id + "'.",
+            ));
+        }
+        if app.app.secret_expired {
+            return Err(AadError::new(
+                401,
+                "invalid_client",
+                7000222,
+                format!("The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app."),
+            ));
+        }
+        ("1", ())
+    } else if let Some(assertion) = form.get("client_assertion") {
+        if assertion_type.map(String::as_str) != Some(CLIENT_ASSERTION_TYPE) {
+            return Err(AadError::new(
+                400,
+                "invalid_request",
+                50027,
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+            ));
+        }
+        let auds = vec![
+            format!("{}/{tenant_id}/oauth2/v2.0/token", s.base_url),
+            format!("{}/{tenant_id}/oauth2/token", s.base_url),
+        ];
+        tokens::verify_assertion(assertion, client_id, &app.certs, &auds, SystemTime::now())?;
+        ("2", ())
+    } else {
+        return Err(AadError::new(
+            401,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    };
+    drop(apps);
+    // The resource.
+    let resource = if v1 {
+        form.get("resource")
+            .ok_or_else(|| missing("resource"))?
+            .clone()
+    } else {
+        let scope = form.get("scope").ok_or_else(|| missing("scope"))?;
+        match scope.strip_suffix("/.default") {
+            Some(r) if !scope.contains(' ') => r.to_owned(),
+            _ => {
+                return Err(AadError::new(
+                    400,
+                    "invalid_scope",
+                    1002012,
+                    format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
+                ))
+            }
+        }
+    };
+    let resource = resource.trim_end_matches('/').to_owned();
+    if !MDE_RESOURCES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(&resource))
+        || !tenant.has_mde
+    {
+        return Err(AadError::new(
+            400,
+            "invalid_resource",
+            500011,
+            format!("The resource principal named {resource} was not found in the tenant named {tenant_id}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."),
+        ));
+    }
+
+    let lifetime = s.opts.token_lifetime;
+    let now = SystemTime::now();
+    let expires = now + lifetime;
+    let iat = Timestamp::from_system_time(now).unix_seconds();
+    let exp = Timestamp::from_system_time(expires).unix_seconds();
+    let mut claims = json!({
+        "aud": resource,
+        "iss": format!("https://sts.windows.net/{tenant_id}/"),
+        "iat": iat, "nbf": iat, "exp": exp,
+        "aio": "E2ZgYJj8sim",
+        "app_displayname": "mde-poller (simulated)",
+        "appid": client_id,
+        "appidacr": appidacr,
+        "idp": format!("https://sts.windows.net/{tenant_id}/"),
+        "idtyp": "app",
+        "oid": uuid::Uuid::from_u64_pair(xxhash_rust::xxh3::xxh3_64(client_id.as_bytes()), xxhash_rust::xxh3::xxh3_64(tenant_id.as_bytes())).to_string(),
+        "sub": client_id,
+        "tid": tenant_id,
+        "uti": uuid::Uuid::new_v4().simple().to_string(),
+        "ver": "1.0",
+    });
+    let has_role = !tenant.roles.is_empty();
+    if has_role {
+        claims["roles"] = json!(tenant.roles);
+    }
+    let token = tokens::access_token(&claims);
+    lock(&s.tokens).insert(
+        token.clone(),
+        IssuedToken {
+            tenant_id: tenant_id.to_owned(),
+            client_id: client_id.clone(),
+            expires,
+            has_role,
+        },
+    );
+    let secs = lifetime.as_secs();
+    let body = if v1 {
+        json!({
+            "token_type": "Bearer",
+            "expires_in": secs.to_string(),
+            "ext_expires_in": secs.to_string(),
+            "expires_on": exp.to_string(),
+            "not_before": iat.to_string(),
+            "resource": resource,
+            "access_token": token,
+        })
+    } else {
+        json!({"token_type": "Bearer", "expires_in": secs, "ext_expires_in": secs, "access_token": token})
+    };
+    Ok(body.to_string())
+}
+
+fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": message, "target": uuid::Uuid::new_v4().to_string()}});
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r
+}
+
+/// The query options, parsed from the raw (URL-encoded) query string.
+struct Options {
+    filter: Option<String>,
+    top: Option<String>,
+    skip: Option<String>,
+    expand: Option<String>,
+    duplicate: Option<String>,
+}
+
+fn options(raw: Option<&str>) -> Options {
+    let mut o = Options {
+        filter: None,
+        top: None,
+        skip: None,
+        expand: None,
+        duplicate: None,
+    };
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        let slot = match k.as_ref() {
+            "$filter" => &mut o.filter,
+            "$top" => &mut o.top,
+            "$skip" => &mut o.skip,
+            "$expand" => &mut o.expand,
+            _ => continue,
+        };
+        if slot.is_some() {
+            o.duplicate = Some(k.into_owned());
+        }
+        *slot = Some(v.into_owned());
+    }
+    o
+}
+
+async fn alerts(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let opts = options(raw.as_deref());
+    let mut rec = RequestRecord {
+        at: SystemTime::now(),
+        at_instant: tokio::time::Instant::now(),
+        kind: RequestKind::Alerts,
+        tenant_id: None,
+        client_id: None,
+        status: 0,
+        filter: opts.filter.clone(),
+        top: opts.top.as_deref().and_then(|t| t.parse().ok()),
+        skip: opts.skip.as_deref().and_then(|t| t.parse().ok()),
+        retry_after: None,
+    };
+    let resp = answer(&s, &headers, &opts, &mut rec).await;
+    rec.status = resp.status().as_u16();
+    s.record(rec);
+    resp
+}
+
+async fn answer(
+    s: &Shared,
+    headers: &HeaderMap,
+    opts: &Options,
+    rec: &mut RequestRecord,
+) -> Response {
+    // The bearer token.
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        });
+    let Some(bearer) = bearer else {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Authorization header is missing or is not a Bearer token",
+        );
+    };
+    let Some(token) = lock(&s.tokens).get(bearer.trim()).cloned() else {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Invalid token: the signature or the token is not valid",
+        );
+    };
+    rec.tenant_id = Some(token.tenant_id.clone());
+    rec.client_id = Some(token.client_id.clone());
+    if SystemTime::now() >= token.expires {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "The access token has expired",
+        );
+    }
+    if !token.has_role {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "The application does not have any of the required application permissions (Alert.ReadWrite.All, Alert.Read.All) to access the resource.",
+        );
+    }
+    let tenant = token.tenant_id.as_str();
+
+    let faults = s.faults_for(Some(tenant));
+    let (stall, fault) = faults.draw_api(&mut *lock(&s.rng));
+    // An injected 429 is refused before the budget, so it costs nothing.
+    if fault == ApiFault::Throttled {
+        return with_retry_after(s, api_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "API calls quota exceeded! Maximum allowed calls are 100 per minute and 1500 per hour."), faults.retry_after_secs, rec, true);
+    }
+    if let Err(wait) = s
+        .limiter
+        .try_acquire(&token.client_id, tenant, tokio::time::Instant::now())
+    {
+        let msg = format!(
+            "API calls quota exceeded! Maximum allowed calls are {} per minute and {} per hour. Try again in {wait} seconds.",
+            s.opts.per_minute, s.opts.per_hour
+        );
+        return with_retry_after(
+            s,
+            api_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", &msg),
+            wait,
+            rec,
+            false,
+        );
+    }
+    if stall {
+        let mut stop = s.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(faults.stall) => {}
+            _ = stop.wait_for(|v| *v) => {}
+        }
+    }
+    match fault {
+        ApiFault::Internal => {
+            return api_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "An error has occurred.",
+            )
+        }
+        ApiFault::Unavailable => {
+            return with_retry_after(
+                s,
+                api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable.",
+                ),
+                faults.retry_after_secs,
+                rec,
+                true,
+            )
+        }
+        _ => {}
+    }
+
+    // The query.
+    let bad = |m: String| api_error(StatusCode::BAD_REQUEST, "ODataError", &m);
+    if let Some(k) = &opts.duplicate {
+        return bad(format!("Query option '{k}' was specified more than once, but it must be specified at most once."));
+    }
+    let top = match opts.top.as_deref().map(str::parse::<i64>) {
+        None => MAX_TOP,
+        Some(Ok(t)) if (0..=MAX_TOP as i64).contains(&t) => t as usize,
+        Some(Ok(t)) => return bad(format!("The limit of '{MAX_TOP}' for Top query has been exceeded. The value from the incoming request is '{t}'.")),
+        Some(Err(_)) => return bad(format!("Invalid value '{}' for $top query option found.", opts.top.as_deref().unwrap_or(""))),
+    };
+    let skip = match opts.skip.as_deref().map(str::parse::<i64>) {
+        None => 0,
+        Some(Ok(k)) if k >= 0 => k as usize,
+        _ => {
+            return bad(format!(
+                "Invalid value '{}' for $skip query option found.",
+                opts.skip.as_deref().unwrap_or("")
+            ))
+        }
+    };
+    let expand = match opts.expand.as_deref() {
+        None => false,
+        Some(e) if e.trim().eq_ignore_ascii_case("evidence") => true,
+        Some(e) => {
+            return bad(format!(
+                "Could not find a property named '{e}' on type 'Alert' to expand."
+            ))
+        }
+    };
+    let filter = match opts.filter.as_deref().map(Filter::parse).transpose() {
+        Ok(f) => f,
+        Err(e) => return bad(format!("{e}")),
+    };
+    let body = {
+        let sets = read(&s.alerts);
+        match sets.get(tenant) {
+            Some(set) => set.query(&Query {
+                filter: filter.as_ref(),
+                top,
+                skip,
+                expand,
+                seed: s.opts.seed,
+            }),
+            None => format!(
+                "{{\"@odata.context\":\"{}\",\"value\":[]}}",
+                super::alerts::ODATA_CONTEXT
+            ),
+        }
+    };
+    let body = match fault {
+        ApiFault::Truncated => {
+            let mut cut = body.len() / 2;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            Body::from(body[..cut].to_owned())
+        }
+        ApiFault::Reset => {
+            let cut = body.len().min(24);
+            Body::new(ResetBody {
+                first: Some(Body::from(body[..cut].to_owned())),
+            })
+        }
+        _ => Body::from(body),
+    };
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
+    r
+}
+
+/// Adds `Retry-After`; injected ones alternate between the seconds and the
+/// HTTP-date forms, both of which clients must understand.
+fn with_retry_after(
+    s: &Shared,
+    mut r: Response,
+    secs: u64,
+    rec: &mut RequestRecord,
+    may_use_date: bool,
+) -> Response {
+    let secs = secs.max(1);
+    let use_date = may_use_date && s.retry_after_flip.fetch_add(1, Ordering::Relaxed) % 2 == 1;
+    let value = if use_date {
+        httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(secs))
+    } else {
+        secs.to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    rec.retry_after = Some(secs);
+    r
+}
+
+/// A body that sends its first chunk and then fails, so the server aborts the
+/// connection mid-response: what a client sees on a connection reset.
+struct ResetBody {
+    first: Option<Body>,
+}
+
+impl HttpBody for ResetBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        if let Some(first) = self.first.as_mut() {
+            match Pin::new(first).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => return Poll::Ready(Some(Ok(frame))),
+                Poll::Ready(_) => self.first = None,
+            }
+        }
+        Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated connection reset",
+        ))))
+    }
+}

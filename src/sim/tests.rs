@@ -1,0 +1,776 @@
+//! The simulator driven over loopback HTTP as a client would see it.
+
+use std::time::Duration;
+
+use reqwest::header::RETRY_AFTER;
+use serde_json::{json, Value};
+
+use super::*;
+
+const T1: &str = "11111111-1111-1111-1111-111111111111";
+const T2: &str = "22222222-2222-2222-2222-222222222222";
+const APP: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const SECRET: &str = "s3cret~value";
+const SCOPE: &str = "https://api.securitycenter.microsoft.com/.default";
+
+fn sim(opts: SimOptions) -> Simulator {
+    let sim = Simulator::start(opts).unwrap();
+    sim.add_app(SimApp::with_secret(APP, SECRET));
+    sim.add_tenant(SimTenant::consented(T1, APP));
+    sim
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+async fn post_token(sim: &Simulator, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let r = http()
+        .post(format!("{}/{path}", sim.url()))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+async fn token_for(sim: &Simulator, tenant: &str) -> String {
+    let (st, body) = post_token(
+        sim,
+        &format!("{tenant}/oauth2/v2.0/token"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", SCOPE),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn list(
+    sim: &Simulator,
+    token: &str,
+    query: &str,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = http()
+        .get(format!("{}/api/alerts{query}", sim.url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn ids(body: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(body).unwrap();
+    v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn alert(id: &str, lut: &str) -> Value {
+    json!({"id": id, "lastUpdateTime": lut, "alertCreationTime": "2021-01-26T20:00:00Z", "status": "New",
+           "evidence": [{"entityType": "File"}]})
+}
+
+#[tokio::test]
+async fn filter_compares_at_full_precision_whatever_the_digit_count() {
+    let sim = sim(SimOptions::default());
+    sim.insert_alert(T1, alert("below", "2021-01-26T20:33:59.1999999Z"))
+        .unwrap();
+    sim.insert_alert(T1, alert("equal", "2021-01-26T20:33:59.2Z"))
+        .unwrap();
+    sim.insert_alert(T1, alert("above", "2021-01-26T20:33:59.2000001Z"))
+        .unwrap();
+    let tok = token_for(&sim, T1).await;
+
+    let (st, _, body) = list(
+        &sim,
+        &tok,
+        "?$filter=lastUpdateTime%20ge%202021-01-26T20:33:59.2000000Z",
+    )
+    .await;
+    assert_eq!(st, 200);
+    let mut got = ids(&body);
+    got.sort();
+    assert_eq!(got, ["above", "equal"]);
+
+    // `+` is a space too, and the bound may be written with one digit.
+    let (_, _, body) = list(
+        &sim,
+        &tok,
+        "?$filter=lastUpdateTime+lt+2021-01-26T20:33:59.2Z",
+    )
+    .await;
+    assert_eq!(ids(&body), ["below"]);
+
+    let (_, _, body) = list(
+        &sim,
+        &tok,
+        "?$filter=lastUpdateTime gt 2021-01-26T20:33:59.1999999Z and lastUpdateTime le 2021-01-26T20:33:59.2000000Z",
+    )
+    .await;
+    assert_eq!(ids(&body), ["equal"]);
+
+    // The text is served as written, at its own precision.
+    assert!(
+        body.contains("\"lastUpdateTime\":\"2021-01-26T20:33:59.2Z\""),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn results_come_in_no_time_order_but_stable_while_nothing_changes() {
+    let sim = sim(SimOptions::default());
+    let from = ts("2026-11-26T10:00:00Z");
+    sim.generate_alerts(
+        T1,
+        300,
+        from,
+        from.saturating_add(Duration::from_secs(3600)),
+    );
+    let tok = token_for(&sim, T1).await;
+
+    let (_, _, body) = list(&sim, &tok, "").await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["@odata.context"],
+        "https://api.securitycenter.microsoft.com/api/$metadata#Alerts"
+    );
+    let times: Vec<Timestamp> = v["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| ts(a["lastUpdateTime"].as_str().unwrap()))
+        .collect();
+    assert_eq!(times.len(), 300);
+    assert!(
+        !times.is_sorted() && !times.iter().rev().is_sorted(),
+        "results must not be time-ordered"
+    );
+
+    // Unchanged data: identical requests agree, so $skip pages partition the set.
+    let (_, _, again) = list(&sim, &tok, "").await;
+    assert_eq!(ids(&body), ids(&again));
+    let mut paged = Vec::new();
+    for skip in [0, 100, 200, 300] {
+        let (st, _, page) = list(&sim, &tok, &format!("?$top=100&$skip={skip}")).await;
+        assert_eq!(st, 200);
+        paged.extend(ids(&page));
+    }
+    assert_eq!(paged, ids(&body));
+
+    // A change reshuffles, as $skip over changing data is unreliable.
+    sim.generate_alerts(T1, 1, from, from.saturating_add(Duration::from_secs(1)));
+    let (_, _, after) = list(&sim, &tok, "?$top=100").await;
+    assert_ne!(ids(&after), ids(&body)[..100]);
+}
+
+#[tokio::test]
+async fn top_skip_and_expand_follow_the_service() {
+    let sim = sim(SimOptions::default());
+    let from = ts("2026-11-26T10:00:00Z");
+    sim.generate_alerts(T1, 20, from, from.saturating_add(Duration::from_secs(60)));
+    let tok = token_for(&sim, T1).await;
+
+    assert_eq!(ids(&list(&sim, &tok, "?$top=5").await.2).len(), 5);
+    assert_eq!(ids(&list(&sim, &tok, "?$top=5&$skip=18").await.2).len(), 2);
+    assert_eq!(ids(&list(&sim, &tok, "?$top=0").await.2).len(), 0);
+    for bad in [
+        "?$top=10001",
+        "?$top=-1",
+        "?$top=ten",
+        "?$skip=-3",
+        "?$filter=lastUpdateTime%20ge%20'2026-11-26T10:00:00Z'",
+        "?$top=1&$top=2",
+    ] {
+        let (st, _, body) = list(&sim, &tok, bad).await;
+        assert_eq!(st, 400, "{bad}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"]["code"], "ODataError", "{bad}");
+    }
+
+    let plain: Value = serde_json::from_str(&list(&sim, &tok, "").await.2).unwrap();
+    assert!(plain["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| a["evidence"] == json!([])));
+    let expanded: Value =
+        serde_json::from_str(&list(&sim, &tok, "?$expand=evidence").await.2).unwrap();
+    assert!(expanded["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| !a["evidence"].as_array().unwrap().is_empty()));
+}
+
+#[tokio::test]
+async fn expired_missing_or_foreign_tokens_get_401_and_roleless_403() {
+    let sim = sim(SimOptions {
+        token_lifetime: Duration::ZERO,
+        ..SimOptions::default()
+    });
+    let tok = token_for(&sim, T1).await;
+    let (st, _, body) = list(&sim, &tok, "").await;
+    assert_eq!(st, 401);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "Unauthorized"
+    );
+    assert_eq!(list(&sim, "not-a-token", "").await.0, 401);
+    let r = http()
+        .get(format!("{}/api/alerts", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let sim2 = self::sim(SimOptions::default());
+    sim2.add_tenant(SimTenant {
+        roles: vec![],
+        ..SimTenant::consented(T2, APP)
+    });
+    let tok = token_for(&sim2, T2).await;
+    let claims = tok.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert!(claims.get("roles").is_none());
+    assert_eq!(claims["tid"], T2);
+    let (st, _, body) = list(&sim2, &tok, "").await;
+    assert_eq!(st, 403, "{body}");
+    // A token of another simulator (never issued here) is unknown.
+    assert_eq!(list(&sim2, &token_for(&sim, T1).await, "").await.0, 401);
+}
+
+#[tokio::test]
+async fn tokens_carry_the_documented_claims_and_v1_uses_strings() {
+    let sim = sim(SimOptions::default());
+    let tok = token_for(&sim, T1).await;
+    let claims = tok.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], "https://api.securitycenter.microsoft.com");
+    assert_eq!(claims["iss"], format!("https://sts.windows.net/{T1}/"));
+    assert_eq!(claims["appid"], APP);
+    assert_eq!(claims["roles"], json!(["Alert.Read.All"]));
+    assert_eq!(claims["ver"], "1.0");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        3599
+    );
+
+    let (st, v2) = post_token(
+        &sim,
+        &format!("{T1}/oauth2/v2.0/token"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", SCOPE),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(v2["expires_in"], 3599);
+    assert_eq!(v2["token_type"], "Bearer");
+
+    let (st, v1) = post_token(
+        &sim,
+        &format!("{T1}/oauth2/token"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("resource", "https://api.securitycenter.microsoft.com"),
+        ],
+    )
+    .await;
+    assert_eq!(st, 200, "{v1}");
+    assert_eq!(v1["expires_in"], "3599");
+    assert!(v1["expires_on"].as_str().unwrap().parse::<i64>().is_ok());
+    assert_eq!(
+        list(&sim, v1["access_token"].as_str().unwrap(), "").await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn each_token_refusal_has_its_aadsts_code() {
+    let sim = sim(SimOptions::default());
+    let expired = "bbbbbbbb-0000-4000-8000-000000000002";
+    let disabled = "cccccccc-0000-4000-8000-000000000003";
+    let no_mde = "33333333-3333-3333-3333-333333333333";
+    sim.add_app(SimApp {
+        secret_expired: true,
+        ..SimApp::with_secret(expired, SECRET)
+    });
+    sim.add_app(SimApp {
+        disabled: true,
+        ..SimApp::with_secret(disabled, SECRET)
+    });
+    sim.add_tenant(SimTenant {
+        consented_apps: vec![APP.into(), expired.into(), disabled.into()],
+        ..SimTenant::consented(T2, APP)
+    });
+    sim.add_tenant(SimTenant {
+        has_mde: false,
+        ..SimTenant::consented(no_mde, APP)
+    });
+    let cases: &[(&str, &str, &str, &str, u16, &str, u32)] = &[
+        (
+            "44444444-4444-4444-4444-444444444444",
+            APP,
+            SECRET,
+            SCOPE,
+            400,
+            "invalid_request",
+            90002,
+        ),
+        (
+            "contoso.onmicrosoft.com",
+            APP,
+            SECRET,
+            SCOPE,
+            400,
+            "invalid_request",
+            90002,
+        ),
+        (
+            T1,
+            "dddddddd-0000-4000-8000-000000000009",
+            SECRET,
+            SCOPE,
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+        (
+            T1,
+            expired,
+            SECRET,
+            SCOPE,
+            400,
+            "unauthorized_client",
+            700016,
+        ),
+        (
+            T1,
+            APP,
+            "the-secret-id",
+            SCOPE,
+            401,
+            "invalid_client",
+            7000215,
+        ),
+        (T2, expired, SECRET, SCOPE, 401, "invalid_client", 7000222),
+        (
+            T2,
+            disabled,
+            SECRET,
+            SCOPE,
+            400,
+            "unauthorized_client",
+            7000112,
+        ),
+        (no_mde, APP, SECRET, SCOPE, 400, "invalid_resource", 500011),
+        (
+            T1,
+            APP,
+            SECRET,
+            "https://api.securitycenter.microsoft.com",
+            400,
+            "invalid_scope",
+            1002012,
+        ),
+    ];
+    for &(tenant, client, secret, scope, status, error, code) in cases {
+        let (st, body) = post_token(
+            &sim,
+            &format!("{tenant}/oauth2/v2.0/token"),
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", client),
+                ("client_secret", secret),
+                ("scope", scope),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (st, body["error"].as_str().unwrap()),
+            (status, error),
+            "{tenant} {client}: {body}"
+        );
+        assert_eq!(body["error_codes"], json!([code]), "{body}");
+        assert!(body["error_description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("AADSTS{code}: ")));
+        assert!(!body.to_string().contains(SECRET), "no secret echoed");
+    }
+
+    // Revoking consent refuses new tokens.
+    sim.set_consent(T1, APP, false);
+    let (st, body) = post_token(
+        &sim,
+        &format!("{T1}/oauth2/v2.0/token"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", SCOPE),
+        ],
+    )
+    .await;
+    assert_eq!((st, body["error_codes"].clone()), (400, json!([700016])));
+}
+
+#[tokio::test]
+async fn certificate_assertions_are_verified_by_the_token_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pem, key) = tokens::tests::openssl_cert(dir.path(), "app");
+    let (_, other_key) = tokens::tests::openssl_cert(dir.path(), "other");
+    let sim = sim(SimOptions::default());
+    let cert_app = "eeeeeeee-0000-4000-8000-000000000005";
+    sim.add_app(SimApp {
+        client_id: cert_app.into(),
+        certificate_pem: Some(pem.clone()),
+        ..SimApp::default()
+    });
+    sim.add_tenant(SimTenant::consented(T2, cert_app));
+    let aud = format!("{}/{T2}/oauth2/v2.0/token", sim.url());
+    let now = Timestamp::now().unix_seconds();
+    let post = |assertion: String| {
+        let sim = sim.clone();
+        async move {
+            post_token(
+                &sim,
+                &format!("{T2}/oauth2/v2.0/token"),
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", cert_app),
+                    ("client_assertion_type", tokens::CLIENT_ASSERTION_TYPE),
+                    ("client_assertion", &assertion),
+                    ("scope", SCOPE),
+                ],
+            )
+            .await
+        }
+    };
+    let (st, body) = post(tokens::tests::sign(
+        "PS256",
+        &pem,
+        &key,
+        &tokens::tests::claims(cert_app, &aud, now),
+    ))
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = post(tokens::tests::sign(
+        "RS256",
+        &pem,
+        &key,
+        &tokens::tests::claims(cert_app, &aud, now),
+    ))
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let (st, body) = post(tokens::tests::sign(
+        "PS256",
+        &pem,
+        &other_key,
+        &tokens::tests::claims(cert_app, &aud, now),
+    ))
+    .await;
+    assert_eq!((st, body["error_codes"].clone()), (401, json!([700027])));
+    let wrong_aud = "https://login.microsoftonline.com/x/oauth2/v2.0/token";
+    let (st, body) = post(tokens::tests::sign(
+        "PS256",
+        &pem,
+        &key,
+        &tokens::tests::claims(cert_app, wrong_aud, now),
+    ))
+    .await;
+    assert_eq!((st, body["error_codes"].clone()), (401, json!([700027])));
+    assert!(body["error_description"].as_str().unwrap().contains("aud"));
+}
+
+#[tokio::test]
+async fn the_call_budget_answers_429_with_retry_after() {
+    let sim = sim(SimOptions {
+        per_minute: 3,
+        ..SimOptions::default()
+    });
+    sim.add_tenant(SimTenant::consented(T2, APP));
+    let tok = token_for(&sim, T1).await;
+    for _ in 0..3 {
+        assert_eq!(list(&sim, &tok, "").await.0, 200);
+    }
+    let (st, headers, body) = list(&sim, &tok, "").await;
+    assert_eq!(st, 429);
+    let secs: u64 = headers[RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "TooManyRequests"
+    );
+    // The budget is per tenant.
+    let tok2 = token_for(&sim, T2).await;
+    assert_eq!(list(&sim, &tok2, "").await.0, 200);
+    let rec = sim.requests();
+    let throttled: Vec<_> = rec.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(throttled.len(), 1);
+    assert_eq!(throttled[0].retry_after, Some(secs));
+    assert_eq!(throttled[0].tenant_id.as_deref(), Some(T1));
+}
+
+#[tokio::test]
+async fn injected_faults_produce_their_failures() {
+    let sim = sim(SimOptions::default());
+    sim.generate_alerts(
+        T1,
+        50,
+        ts("2026-01-01T00:00:00Z"),
+        ts("2026-01-02T00:00:00Z"),
+    );
+    let tok = token_for(&sim, T1).await;
+    let set = |f: Faults| sim.set_faults(Some(T1), f);
+
+    set(Faults {
+        p_500: 1.0,
+        ..Faults::none()
+    });
+    assert_eq!(list(&sim, &tok, "").await.0, 500);
+    set(Faults {
+        p_503: 1.0,
+        retry_after_secs: 7,
+        ..Faults::none()
+    });
+    let (st, h, _) = list(&sim, &tok, "").await;
+    assert_eq!(st, 503);
+    assert!(h.contains_key(RETRY_AFTER));
+    let (_, h2, _) = list(&sim, &tok, "").await;
+    let forms = [
+        h[RETRY_AFTER].to_str().unwrap(),
+        h2[RETRY_AFTER].to_str().unwrap(),
+    ];
+    assert!(
+        forms.contains(&"7") && forms.iter().any(|f| httpdate::parse_http_date(f).is_ok()),
+        "{forms:?}"
+    );
+    set(Faults {
+        p_429: 1.0,
+        ..Faults::none()
+    });
+    assert_eq!(list(&sim, &tok, "").await.0, 429);
+
+    set(Faults {
+        p_truncated: 1.0,
+        ..Faults::none()
+    });
+    let (st, _, body) = list(&sim, &tok, "").await;
+    assert_eq!(st, 200);
+    assert!(
+        serde_json::from_str::<Value>(&body).is_err(),
+        "truncated body must not parse"
+    );
+
+    set(Faults {
+        p_reset: 1.0,
+        ..Faults::none()
+    });
+    let r = http()
+        .get(format!("{}/api/alerts", sim.url()))
+        .bearer_auth(&tok)
+        .send()
+        .await;
+    let failed = match r {
+        Err(_) => true,
+        Ok(r) => r.bytes().await.is_err(),
+    };
+    assert!(failed, "a reset must surface as a transport error");
+
+    set(Faults {
+        p_stall: 1.0,
+        stall: Duration::from_secs(30),
+        ..Faults::none()
+    });
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = client
+        .get(format!("{}/api/alerts", sim.url()))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+
+    // Faults are per tenant: T2 is unaffected by T1's.
+    sim.add_tenant(SimTenant::consented(T2, APP));
+    let tok2 = token_for(&sim, T2).await;
+    assert_eq!(list(&sim, &tok2, "").await.0, 200);
+
+    // Token faults.
+    sim.set_faults(
+        Some(T2),
+        Faults {
+            token_p_500: 1.0,
+            ..Faults::none()
+        },
+    );
+    let form = [
+        ("grant_type", "client_credentials"),
+        ("client_id", APP),
+        ("client_secret", SECRET),
+        ("scope", SCOPE),
+    ];
+    assert_eq!(
+        post_token(&sim, &format!("{T2}/oauth2/v2.0/token"), &form)
+            .await
+            .0,
+        500
+    );
+    sim.set_faults(
+        Some(T2),
+        Faults {
+            token_p_transient: 1.0,
+            ..Faults::none()
+        },
+    );
+    let (st, body) = post_token(&sim, &format!("{T2}/oauth2/v2.0/token"), &form).await;
+    assert_eq!(st, 400);
+    let code = body["error_codes"][0].as_u64().unwrap();
+    assert!(code == 90055 || code == 50196, "{body}");
+    sim.shutdown();
+}
+
+#[tokio::test]
+async fn updates_and_late_arrivals_are_new_versions() {
+    let sim = sim(SimOptions::default());
+    let from = ts("2026-11-26T10:00:00Z");
+    let ids_ = sim.generate_alerts(T1, 3, from, from.saturating_add(Duration::from_secs(60)));
+    let later = ts("2026-11-26T11:00:00.5Z");
+    assert!(sim.update_alert(T1, &ids_[0], later));
+    assert!(
+        !sim.update_alert(T1, &ids_[0], later),
+        "an update must move time forward"
+    );
+    assert!(!sim.update_alert(T1, "nope", later));
+    assert!(sim.update_alert(T1, &ids_[0], ts("2026-11-26T11:00:01Z")));
+    let cur = sim.current(T1);
+    let a = cur.iter().find(|a| a["id"] == ids_[0].as_str()).unwrap();
+    assert_eq!(a["lastUpdateTime"], "2026-11-26T11:00:01.0Z");
+    assert_eq!(a["status"], "Resolved");
+    assert!(a["resolvedTime"].is_string());
+    assert!(a["comments"].as_array().unwrap().len() >= 2);
+    assert_eq!(sim.versions(T1).len(), 5);
+    assert_eq!(sim.alert_count(T1), 3);
+
+    // A late arrival: older than what was visible; caught by a lookback filter.
+    sim.insert_alert(T1, alert("late", "2026-11-26T10:00:30.25Z"))
+        .unwrap();
+    let tok = token_for(&sim, T1).await;
+    let (_, _, body) = list(
+        &sim,
+        &tok,
+        "?$filter=lastUpdateTime ge 2026-11-26T10:00:30.25Z",
+    )
+    .await;
+    assert!(ids(&body).contains(&"late".to_owned()));
+    assert!(sim.insert_alert(T1, json!({"id": "x"})).is_err());
+}
+
+#[tokio::test]
+async fn requests_are_recorded_with_their_query() {
+    let sim = sim(SimOptions::default());
+    let tok = token_for(&sim, T1).await;
+    sim.clear_requests();
+    list(
+        &sim,
+        &tok,
+        "?$filter=lastUpdateTime%20ge%202026-11-26T10:00:00Z&$top=50&$skip=5",
+    )
+    .await;
+    let rec = sim.requests();
+    assert_eq!(rec.len(), 1);
+    let r = &rec[0];
+    assert_eq!(r.kind, RequestKind::Alerts);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.filter.as_deref(),
+        Some("lastUpdateTime ge 2026-11-26T10:00:00Z")
+    );
+    assert_eq!((r.top, r.skip), (Some(50), Some(5)));
+    assert_eq!(r.client_id.as_deref(), Some(APP));
+}
+
+#[tokio::test]
+async fn live_activity_adds_alerts_until_shutdown() {
+    let sim = sim(SimOptions::default());
+    let task = sim.spawn_activity(
+        T1,
+        Activity {
+            every: Duration::from_millis(10),
+            new: 2,
+            updates: 1,
+            late_fraction: 0.5,
+            max_late: Duration::from_secs(60),
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(sim.alert_count(T1) >= 4);
+    sim.shutdown();
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// Not a unit test: `cargo test --release --lib sim::tests::page_of_10k -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn page_of_10k_out_of_100k_is_fast() {
+    let sim = sim(SimOptions {
+        per_minute: 0,
+        per_hour: 0,
+        ..SimOptions::default()
+    });
+    let from = ts("2026-01-01T00:00:00Z");
+    let t0 = std::time::Instant::now();
+    sim.generate_alerts(
+        T1,
+        100_000,
+        from,
+        from.saturating_add(Duration::from_secs(86_400)),
+    );
+    println!("generate 100k: {:?}", t0.elapsed());
+    let tok = token_for(&sim, T1).await;
+    for q in [
+        "?$top=10000",
+        "?$top=10000&$filter=lastUpdateTime%20ge%202026-01-01T12:00:00Z",
+        "?$top=10000&$expand=evidence",
+    ] {
+        let t0 = std::time::Instant::now();
+        let (st, _, body) = list(&sim, &tok, q).await;
+        println!("{q}: {:?}, {} bytes", t0.elapsed(), body.len());
+        assert_eq!(st, 200);
+    }
+}
