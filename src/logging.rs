@@ -15,8 +15,9 @@ pub struct LogHandle {
 
 fn filter(level: &str) -> EnvFilter {
     // RUST_LOG, when set, wins over the config file.
+    // tokio-cron-scheduler narrates its internals at INFO: quieter by default.
     EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(format!("{level},tokio_cron_scheduler=warn")))
         .unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
