@@ -549,9 +549,23 @@ const THREATS: &[&str] = &[
 ];
 
 fn hex(rng: &mut impl Rng, n: usize) -> String {
-    (0..n)
-        .map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap_or('0'))
-        .collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(n);
+    while s.len() < n {
+        let mut x: u64 = rng.gen();
+        for _ in 0..16.min(n - s.len()) {
+            s.push(char::from(DIGITS[(x & 15) as usize]));
+            x >>= 4;
+        }
+    }
+    s
+}
+
+/// A v4 GUID from the seeded generator (not the OS: cheap, and reproducible).
+fn guid(rng: &mut impl Rng) -> String {
+    uuid::Builder::from_random_bytes(rng.gen())
+        .into_uuid()
+        .to_string()
 }
 
 fn before(rng: &mut impl Rng, t: Timestamp, max_secs: i64) -> Timestamp {
@@ -607,7 +621,7 @@ impl GenAlert {
                 .copied()
                 .unwrap_or("WindowsDefenderAtp")
                 .to_owned(),
-            detector_id: rng.gen_bool(0.8).then(|| uuid::Uuid::new_v4().to_string()),
+            detector_id: rng.gen_bool(0.8).then(|| guid(rng)),
             category: category.to_owned(),
             threat_family_name: malware.then(|| "Emotet".to_owned()),
             title: title.to_owned(),
@@ -689,8 +703,7 @@ impl Evidence {
                     rng.gen_range(1000..9999)
                 )
             }),
-            aad_user_id: (kind == "User" && rng.gen_bool(0.5))
-                .then(|| uuid::Uuid::new_v4().to_string()),
+            aad_user_id: (kind == "User" && rng.gen_bool(0.5)).then(|| guid(rng)),
             user_principal_name: (kind == "User").then(|| format!("{user}@contoso.com")),
             detection_status: is_file.then(|| {
                 ["Detected", "Blocked", "Prevented"]

@@ -311,13 +311,13 @@ impl Simulator {
     }
 
     pub fn add_tenant(&self, tenant: SimTenant) {
-        write(&self.shared().tenants).insert(tenant.tenant_id.clone(), tenant);
+        write(&self.shared().tenants).insert(tenant.tenant_id.to_ascii_lowercase(), tenant);
     }
 
     /// Grants or revokes a tenant's consent to an app (tokens already issued
     /// stay valid until they expire, as in Entra).
     pub fn set_consent(&self, tenant_id: &str, client_id: &str, consented: bool) {
-        if let Some(t) = write(&self.shared().tenants).get_mut(tenant_id) {
+        if let Some(t) = write(&self.shared().tenants).get_mut(&tenant_id.to_ascii_lowercase()) {
             t.consented_apps.retain(|c| c != client_id);
             if consented {
                 t.consented_apps.push(client_id.to_owned());
@@ -327,7 +327,7 @@ impl Simulator {
 
     /// Replaces the roles a tenant grants (applies to tokens issued later).
     pub fn set_roles(&self, tenant_id: &str, roles: Vec<String>) {
-        if let Some(t) = write(&self.shared().tenants).get_mut(tenant_id) {
+        if let Some(t) = write(&self.shared().tenants).get_mut(&tenant_id.to_ascii_lowercase()) {
             t.roles = roles;
         }
     }

@@ -142,8 +142,9 @@ fn issue(
             format!("The app requested an unsupported grant type '{grant}'."),
         ));
     }
+    // Entra matches tenant GUIDs case-insensitively.
     let tenant = read(&s.tenants)
-        .get(tenant_id)
+        .get(&tenant_id.to_ascii_lowercase())
         .filter(|_| is_guid(tenant_id))
         .cloned();
     let Some(tenant) = tenant else {
@@ -174,6 +175,8 @@ fn issue(
             format!("Application '{client_id}' is disabled."),
         ));
     }
+    let path_tenant = tenant_id;
+    let tenant_id = tenant.tenant_id.as_str();
     // The credential.
     let assertion_type = form.get("client_assertion_type");
     let (appidacr, _) = if let Some(secret) = form.get("client_secret") {
@@ -205,8 +208,8 @@ fn issue(
             ));
         }
         let auds = vec![
-            format!("{}/{tenant_id}/oauth2/v2.0/token", s.base_url),
-            format!("{}/{tenant_id}/oauth2/token", s.base_url),
+            format!("{}/{path_tenant}/oauth2/v2.0/token", s.base_url),
+            format!("{}/{path_tenant}/oauth2/token", s.base_url),
         ];
         tokens::verify_assertion(assertion, client_id, &app.certs, &auds, SystemTime::now())?;
         ("2", ())

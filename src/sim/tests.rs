@@ -774,3 +774,21 @@ async fn page_of_10k_out_of_100k_is_fast() {
         assert_eq!(st, 200);
     }
 }
+
+#[tokio::test]
+async fn tenant_ids_match_whatever_their_case() {
+    let sim = sim(SimOptions::default());
+    let lower = "abcdef00-0000-4000-8000-00000000abcd";
+    sim.add_tenant(SimTenant::consented(lower, APP));
+    let tok = token_for(&sim, &lower.to_uppercase()).await;
+    let claims = tok.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    // The token names the tenant as registered, and reads its alerts.
+    assert_eq!(claims["tid"], lower);
+    sim.insert_alert(lower, alert("a", "2026-01-01T00:00:00Z"))
+        .unwrap();
+    assert_eq!(ids(&list(&sim, &tok, "").await.2), ["a"]);
+}
