@@ -120,6 +120,17 @@ impl PollError {
         }
     }
 
+    /// Local trouble (disk full, read-only database, unwritable output) or a
+    /// missing role: retrying will not help until someone acts.
+    pub fn needs_operator(&self) -> bool {
+        match self {
+            PollError::Store(e) => !e.is_retryable(),
+            PollError::Output(_) => true,
+            PollError::Api(ApiError::Forbidden { .. } | ApiError::BadRequest { .. }) => true,
+            _ => false,
+        }
+    }
+
     pub fn is_cancelled(&self) -> bool {
         matches!(self, PollError::Api(ApiError::Cancelled))
     }
@@ -231,7 +242,7 @@ impl Run<'_> {
                 expand_evidence: self.env.settings.expand_evidence,
             };
             match self.fetch_and_handle(&query, None, false).await? {
-                Handled::Full { newest } => {
+                Handled::Full { newest, crowded } => {
                     // The answer is an arbitrary subset: split and read both halves.
                     let end = match to {
                         Some(to) => to,
@@ -243,6 +254,17 @@ impl Run<'_> {
                     let width = end.ticks() - from.ticks();
                     if width <= 1 {
                         self.read_instant(from).await?;
+                    } else if let Some(t) = crowded.filter(|t| *t >= from && *t < end) {
+                        // Half the page shares one instant: isolate it at once
+                        // rather than halving the window ~30 times to reach it.
+                        let after = Timestamp::from_ticks(t.ticks() + 1);
+                        if after < end || to.is_none() {
+                            pending.push_front((after, to));
+                        }
+                        pending.push_front((t, Some(after)));
+                        if t > from {
+                            pending.push_front((from, Some(t)));
+                        }
                     } else {
                         let mid = Timestamp::from_ticks(from.ticks() + width / 2);
                         pending.push_front((mid, to));
@@ -363,14 +385,17 @@ impl Query {
 }
 
 enum Handled {
-    Full { newest: Option<Timestamp> },
+    Full {
+        newest: Option<Timestamp>,
+        crowded: Option<Timestamp>,
+    },
     Done { count: usize, next_link: Option<String> },
 }
 
 impl From<PageOutcome> for Handled {
     fn from(p: PageOutcome) -> Self {
         match p {
-            PageOutcome::Full { newest } => Handled::Full { newest },
+            PageOutcome::Full { newest, crowded } => Handled::Full { newest, crowded },
             PageOutcome::Done { count, next_link, .. } => Handled::Done { count, next_link },
         }
     }
@@ -387,7 +412,11 @@ struct PageContext {
 #[derive(Debug)]
 enum PageOutcome {
     /// As many alerts as `$top`: possibly more exist; nothing was emitted.
-    Full { newest: Option<Timestamp> },
+    Full {
+        newest: Option<Timestamp>,
+        /// An instant that holds half the page or more.
+        crowded: Option<Timestamp>,
+    },
     Done {
         count: usize,
         seen: usize,
@@ -445,7 +474,19 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
     }
     let newest_ticks = parsed.iter().filter_map(|p| p.last_update.as_ref().map(|l| l.0)).max();
     if count >= ctx.page_size && page.next_link.is_none() && !ctx.accept_full {
-        return Ok(PageOutcome::Full { newest: newest_ticks });
+        let mut per_instant: HashMap<Timestamp, usize> = HashMap::new();
+        for at in parsed.iter().filter_map(|p| p.last_update.as_ref().map(|l| l.0)) {
+            *per_instant.entry(at).or_default() += 1;
+        }
+        let crowded = per_instant
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| n * 2 >= count)
+            .map(|(at, _)| at);
+        return Ok(PageOutcome::Full {
+            newest: newest_ticks,
+            crowded,
+        });
     }
     let newest = parsed
         .iter()

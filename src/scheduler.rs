@@ -340,6 +340,8 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
                     retry_in_s = delay.as_secs(),
                     "token request refused; tenant paused"
                 );
+            } else if e.needs_operator() {
+                tracing::error!(event = "poll_failed", tenant = %name, error = %e, elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
             } else {
                 tracing::warn!(event = "poll_failed", tenant = %name, error = %e, elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
             }

@@ -58,6 +58,7 @@ async fn the_example_config_passes_the_offline_check() {
     let secrets = w.path("creds");
     std::fs::create_dir(&secrets).unwrap();
     std::fs::write(secrets.join("client-secret"), "x").unwrap();
+    std::fs::write(secrets.join("fabrikam-client-secret"), "y").unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let run = tokio::process::Command::new(bin())
         .args(["--config", example, "check", "--config-only"])
