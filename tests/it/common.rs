@@ -179,7 +179,7 @@ pub const MIN: Duration = Duration::from_secs(60);
 pub const HOUR: Duration = Duration::from_secs(3600);
 
 /// The JSON log events on stderr with `event == name`.
-pub fn events<'a>(stderr: &'a str, name: &str) -> Vec<Value> {
+pub fn events(stderr: &str, name: &str) -> Vec<Value> {
     stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
