@@ -133,8 +133,21 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
     }
 }
 
-/// The table `check` prints for people.
-pub fn check_table(results: &[CheckResult]) -> String {
+/// What `check --config-only` prints when the config is valid.
+pub fn config_ok(settings: &Settings) -> String {
+    let enabled = settings.tenants.iter().filter(|t| t.enabled).count();
+    format!(
+        "{}: config OK, {} tenants ({enabled} enabled)",
+        settings.source.display(),
+        settings.tenants.len()
+    )
+}
+
+/// What `check` prints: a table for people, or one JSON array.
+pub fn check_report(results: &[CheckResult], json: bool) -> String {
+    if json {
+        return serde_json::to_string_pretty(results).expect("plain data serializes") + "\n";
+    }
     let mut out = String::new();
     for r in results {
         if r.ok {
@@ -153,6 +166,17 @@ pub fn check_table(results: &[CheckResult]) -> String {
     let failed = results.iter().filter(|r| !r.ok).count();
     out.push_str(&format!("{} tenant(s) checked, {} failed\n", results.len(), failed));
     out
+}
+
+/// What `consent-url` prints; an error when no tenant names an app yet.
+pub fn consent_report(settings: &Settings) -> anyhow::Result<String> {
+    let urls = consent_urls(settings);
+    anyhow::ensure!(
+        !urls.is_empty(),
+        "no tenant in {}: add a [tenants.NAME] table with the customer's tenant_id first",
+        settings.source.display()
+    );
+    Ok(urls.into_iter().map(|(url, tenants)| format!("{url}\n  (for: {tenants})\n")).collect())
 }
 
 /// The admin-consent link(s): one per distinct app and login host.
@@ -205,7 +229,11 @@ pub fn status(settings: &Settings) -> anyhow::Result<Vec<StatusRow>> {
         .collect())
 }
 
-pub fn status_table(rows: &[StatusRow]) -> String {
+/// What `status` prints: a table for people, or one JSON array.
+pub fn status_report(rows: &[StatusRow], json: bool) -> String {
+    if json {
+        return serde_json::to_string_pretty(rows).expect("plain data serializes") + "\n";
+    }
     let mut out = format!(
         "{:<20} {:<25} {:<25} {:<30} {:>8} {:>8}  LAST ERROR\n",
         "TENANT", "LAST POLL", "LAST SUCCESS", "CURSOR", "LAG", "ALERTS"

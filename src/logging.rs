@@ -5,7 +5,7 @@ use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-use crate::config::{LogFormat, LogSettings};
+use crate::config::{LogFormat, LogSettings, Settings};
 
 /// Changes the level after start-up (SIGHUP).
 #[derive(Clone)]
@@ -37,6 +37,15 @@ pub fn init(settings: &LogSettings) -> LogHandle {
         .with(fmt)
         .try_init();
     LogHandle { filter: handle }
+}
+
+/// Installs the subscriber for `settings` and logs the config's warnings.
+pub fn init_with_warnings(settings: &Settings) -> LogHandle {
+    let handle = init(&settings.log);
+    for warning in &settings.warnings {
+        tracing::warn!(event = "config_warning", "{warning}");
+    }
+    handle
 }
 
 impl LogHandle {

@@ -65,40 +65,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let log = logging::init(&settings.log);
-    for warning in &settings.warnings {
-        tracing::warn!(event = "config_warning", "{warning}");
-    }
+    let log = logging::init_with_warnings(&settings);
     let outcome = match cli.command {
         Command::Run => daemon::run(&cli.config, settings, Some(log), daemon::termination()).await.map(|()| true),
         Command::Once => daemon::once(&settings, daemon::termination()).await,
-        Command::Check { config_only: true, .. } => {
-            let enabled = settings.tenants.iter().filter(|t| t.enabled).count();
-            println!("{}: config OK, {} tenants ({enabled} enabled)", cli.config.display(), settings.tenants.len());
-            Ok(true)
-        }
+        Command::Check { config_only: true, .. } => Ok(println!("{}", commands::config_ok(&settings))).map(|()| true),
         Command::Check { json, .. } => commands::check(&settings).await.map(|results| {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&results).expect("plain data serializes"));
-            } else {
-                print!("{}", commands::check_table(&results));
-            }
+            print!("{}", commands::check_report(&results, json));
             results.iter().all(|r| r.ok)
         }),
-        Command::ConsentUrl => {
-            for (url, tenants) in commands::consent_urls(&settings) {
-                println!("{url}\n  (for: {tenants})");
-            }
-            Ok(true)
-        }
-        Command::Status { json } => commands::status(&settings).map(|rows| {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows).expect("plain data serializes"));
-            } else {
-                print!("{}", commands::status_table(&rows));
-            }
-            true
-        }),
+        Command::ConsentUrl => commands::consent_report(&settings).map(|text| print!("{text}")).map(|()| true),
+        Command::Status { json } => commands::status(&settings).map(|rows| print!("{}", commands::status_report(&rows, json))).map(|()| true),
         Command::Demo { .. } => unreachable!("handled above"),
     };
     exit(outcome)
