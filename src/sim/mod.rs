@@ -325,6 +325,17 @@ impl Simulator {
         }
     }
 
+    /// Invalidates every token issued for a tenant before it expires, as a key
+    /// rollover or an admin's session revocation does: the API answers 401 to
+    /// them and a client must fetch a new token.
+    pub fn revoke_tokens(&self, tenant_id: &str) -> usize {
+        let tenant_id = tenant_id.to_ascii_lowercase();
+        let mut tokens = self.shared().tokens.lock().expect("tokens lock");
+        let before = tokens.len();
+        tokens.retain(|_, t| t.tenant_id.to_ascii_lowercase() != tenant_id);
+        before - tokens.len()
+    }
+
     /// Replaces the roles a tenant grants (applies to tokens issued later).
     pub fn set_roles(&self, tenant_id: &str, roles: Vec<String>) {
         if let Some(t) = write(&self.shared().tenants).get_mut(&tenant_id.to_ascii_lowercase()) {

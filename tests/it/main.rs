@@ -5,3 +5,4 @@ mod check;
 mod common;
 mod config_errors;
 mod polling;
+mod tokens;
