@@ -26,6 +26,9 @@ use crate::timestamp::Timestamp;
 /// never needs a second full copy of itself in memory.
 const WRITE_CHUNK: usize = 2 << 20;
 
+/// How far ahead of our clock a lastUpdateTime may be and still move the cursor.
+const CURSOR_HORIZON: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Retries of a page that arrived as malformed JSON (a truncated body).
 const MALFORMED_RETRIES: u32 = 5;
 
@@ -488,9 +491,14 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
             crowded,
         });
     }
+    // A lastUpdateTime far in the future (a bad server clock, a corrupt
+    // record) must not drag the cursor there: every later poll would then
+    // start past the alerts that are really arriving.
+    let horizon = Timestamp::now().saturating_add(CURSOR_HORIZON);
     let newest = parsed
         .iter()
         .filter_map(|p| p.last_update.as_ref())
+        .filter(|l| l.0 <= horizon)
         .max_by_key(|l| l.0)
         .map(|(at, text)| Cursor {
             text: text.to_string(),

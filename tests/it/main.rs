@@ -5,4 +5,5 @@ mod check;
 mod common;
 mod config_errors;
 mod polling;
+mod scheduling;
 mod tokens;

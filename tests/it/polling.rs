@@ -206,3 +206,20 @@ async fn status_shows_each_tenants_cursor_and_counts() {
     assert!(fabrikam["last_error"].as_str().unwrap().contains("700016"));
     assert!(fabrikam["last_success"].is_null());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_stamped_far_in_the_future_does_not_drag_the_cursor_along() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    w.sim.generate_alerts(&t, 3, ago(HOUR), ago(MIN));
+    w.sim
+        .insert_alert(&t, serde_json::json!({"id": "from-2099", "lastUpdateTime": "2099-01-01T00:00:00Z"}))
+        .unwrap();
+    let config = w.config(POLL);
+    assert_eq!(w.once(&config).await.code, Some(0));
+    assert_eq!(w.records().len(), 4, "the odd alert is still emitted");
+    // An ordinary late alert after it is still found.
+    let late = w.sim.generate_alerts(&t, 1, ago(3 * MIN), ago(2 * MIN));
+    assert_eq!(w.once(&config).await.code, Some(0));
+    assert!(w.records().iter().any(|r| r["alert"]["id"] == late[0].as_str()));
+}

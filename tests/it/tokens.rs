@@ -11,7 +11,7 @@ use crate::common::*;
 const POLL: &str = "interval = \"1s\"\nlookback = \"10m\"\nfirst_lookback = \"1h\"\ntimeout = \"5s\"";
 
 /// The daemon as a child process, killed when the test ends however it ends.
-struct Running(Child);
+pub struct Running(pub Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -20,7 +20,7 @@ impl Drop for Running {
     }
 }
 
-fn start(w: &World, config: &std::path::Path) -> Running {
+pub fn start(w: &World, config: &std::path::Path) -> Running {
     let log = std::fs::File::create(w.path("daemon.log")).unwrap();
     Running(
         Command::new(bin())
@@ -37,7 +37,7 @@ fn start(w: &World, config: &std::path::Path) -> Running {
 }
 
 /// Waits (up to 20 s) until `done` holds.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

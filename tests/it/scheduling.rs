@@ -1,0 +1,52 @@
+//! When polls happen: on a cron schedule as well as an interval, never two
+//! polls of one tenant at once.
+
+use std::time::Duration;
+
+use mde_poller::sim::Faults;
+
+use crate::common::*;
+use crate::tokens::{start, until};
+
+fn log(w: &World) -> String {
+    std::fs::read_to_string(w.path("daemon.log")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_schedule_polls_on_the_clock() {
+    let mut w = World::new().await;
+    w.tenant("contoso");
+    let config = w.config("schedule = \"* * * * * *\"\nfirst_lookback = \"1h\"");
+    let _daemon = start(&w, &config);
+    until("three polls on a one-second cron schedule", || events(&log(&w), "poll_finished").len() >= 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_poll_is_never_overlapped_by_the_next_tick() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    w.sim.generate_alerts(&t, 3, ago(30 * MIN), ago(MIN));
+    // Every call takes 2.5 s, the interval is 1 s: ticks come while a poll runs.
+    w.sim.set_faults(
+        Some(&t),
+        Faults {
+            p_stall: 1.0,
+            stall: Duration::from_millis(2500),
+            ..Faults::none()
+        },
+    );
+    let config = w.config_with("interval = \"1s\"\ntimeout = \"10s\"\nfirst_lookback = \"1h\"", "");
+    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("level = \"info\"", "level = \"debug\"")).unwrap();
+    let _daemon = start(&w, &config);
+    until("two finished polls", || events(&log(&w), "poll_finished").len() >= 2).await;
+    let log = log(&w);
+    assert!(!events(&log, "poll_skipped").is_empty(), "ticks during a running poll were skipped");
+    // Never two requests of this tenant in flight at once: each answer comes
+    // a full stall after the previous one.
+    let answered: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == mde_poller::sim::RequestKind::Alerts).map(|r| r.at).collect();
+    for pair in answered.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).unwrap_or_default();
+        assert!(gap >= Duration::from_millis(2400), "overlapping requests {gap:?} apart");
+    }
+    assert_no_duplicates(&w.records());
+}
