@@ -244,40 +244,58 @@ impl Run<'_> {
                 skip: 0,
                 expand_evidence: self.env.settings.expand_evidence,
             };
-            match self.fetch_and_handle(&query, None, false).await? {
-                Handled::Full { newest, crowded } => {
-                    // The answer is an arbitrary subset: split and read both halves.
-                    let end = match to {
-                        Some(to) => to,
-                        None => {
-                            let past_newest = newest.map(|t| Timestamp::from_ticks(t.ticks() + 1));
-                            Timestamp::now().max(past_newest.unwrap_or(from)).max(from)
-                        }
-                    };
-                    let width = end.ticks() - from.ticks();
-                    if width <= 1 {
-                        self.read_instant(from).await?;
-                    } else if let Some(t) = crowded.filter(|t| *t >= from && *t < end) {
-                        // Half the page shares one instant: isolate it at once
-                        // rather than halving the window ~30 times to reach it.
-                        let after = Timestamp::from_ticks(t.ticks() + 1);
-                        if after < end || to.is_none() {
-                            pending.push_front((after, to));
-                        }
-                        pending.push_front((t, Some(after)));
-                        if t > from {
-                            pending.push_front((from, Some(t)));
-                        }
+            let verdict = match self.fetch_and_handle(&query, None, false).await? {
+                Handled::Full { newest, crowded } => Some((newest, crowded)),
+                Handled::Done {
+                    count,
+                    next_link: None,
+                } => {
+                    density = Some(count as f64 / width.max(1) as f64);
+                    None
+                }
+                Handled::Done {
+                    count,
+                    next_link: Some(link),
+                } => {
+                    // Server-driven paging. If `$top` caps the whole chain, a
+                    // chain adding up to a full page may hide more: split.
+                    let total = count + self.follow_links(link).await?;
+                    if total >= page_size as usize {
+                        Some((None, None))
                     } else {
-                        let mid = Timestamp::from_ticks(from.ticks() + width / 2);
-                        pending.push_front((mid, to));
-                        pending.push_front((from, Some(mid)));
-                        tracing::debug!(event = "window_split", tenant = %self.tenant.name, from = %from, mid = %mid, "full page: window split in two");
+                        density = Some(total as f64 / width.max(1) as f64);
+                        None
                     }
                 }
-                Handled::Done { count, next_link } => {
-                    self.follow_links(next_link).await?;
-                    density = Some(count as f64 / width.max(1) as f64);
+            };
+            if let Some((newest, crowded)) = verdict {
+                // The answer is an arbitrary subset: split and read both halves.
+                let end = match to {
+                    Some(to) => to,
+                    None => {
+                        let past_newest = newest.map(|t| Timestamp::from_ticks(t.ticks() + 1));
+                        Timestamp::now().max(past_newest.unwrap_or(from)).max(from)
+                    }
+                };
+                let width = end.ticks() - from.ticks();
+                if width <= 1 {
+                    self.read_instant(from).await?;
+                } else if let Some(t) = crowded.filter(|t| *t >= from && *t < end) {
+                    // Half the page shares one instant: isolate it at once
+                    // rather than halving the window ~30 times to reach it.
+                    let after = Timestamp::from_ticks(t.ticks() + 1);
+                    if after < end || to.is_none() {
+                        pending.push_front((after, to));
+                    }
+                    pending.push_front((t, Some(after)));
+                    if t > from {
+                        pending.push_front((from, Some(t)));
+                    }
+                } else {
+                    let mid = Timestamp::from_ticks(from.ticks() + width / 2);
+                    pending.push_front((mid, to));
+                    pending.push_front((from, Some(mid)));
+                    tracing::debug!(event = "window_split", tenant = %self.tenant.name, from = %from, mid = %mid, "full page: window split in two");
                 }
             }
         }
@@ -305,16 +323,20 @@ impl Run<'_> {
         }
     }
 
-    async fn follow_links(&mut self, mut link: Option<String>) -> Result<(), PollError> {
+    /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held.
+    async fn follow_links(&mut self, first: String) -> Result<usize, PollError> {
+        let mut link = Some(first);
+        let mut total = 0;
         while let Some(url) = link.take() {
             if self.cancel.is_cancelled() {
                 return Err(ApiError::Cancelled.into());
             }
-            if let Handled::Done { next_link, .. } = self.fetch_and_handle(&Query::dummy(), Some(&url), true).await? {
+            if let Handled::Done { count, next_link } = self.fetch_and_handle(&Query::dummy(), Some(&url), true).await? {
+                total += count;
                 link = next_link;
             }
         }
-        Ok(())
+        Ok(total)
     }
 
     /// Fetches one page and handles it; a body that does not parse (truncated

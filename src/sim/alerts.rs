@@ -300,7 +300,8 @@ impl AlertSet {
 
     /// The response body: matches in an order that is a hash of the id and of
     /// the set's generation, then `$skip`, then `$top`.
-    pub(crate) fn query(&self, q: &Query<'_>) -> String {
+    /// The response body of a query, and how many alerts matched its filter.
+    pub(crate) fn query(&self, q: &Query<'_>) -> (String, usize) {
         let seed = q.seed ^ self.generation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut hits: Vec<(u64, u32)> = self
             .alerts
@@ -309,6 +310,7 @@ impl AlertSet {
             .filter(|(_, s)| q.filter.is_none_or(|f| f.matches(s.last_update, s.created)))
             .map(|(i, s)| (mix(s.id_hash ^ seed), i as u32))
             .collect();
+        let matched = hits.len();
         let end = q.skip.saturating_add(q.top).min(hits.len());
         let start = q.skip.min(end);
         if end < hits.len() {
@@ -335,7 +337,7 @@ impl AlertSet {
             self.alerts[i as usize].write(&mut out, q.expand);
         }
         out.push_str("]}");
-        out
+        (out, matched)
     }
 }
 

@@ -47,6 +47,10 @@ pub struct SimOptions {
     pub faults: Faults,
     /// Seeds the alert generator, the fault draws and the result order.
     pub seed: u64,
+    /// Server-driven paging: at most this many alerts per answer, the rest of
+    /// `$top` behind an `@odata.nextLink`. Microsoft does not document this for
+    /// `/api/alerts`, but a client must follow a nextLink if one ever comes.
+    pub server_page: Option<usize>,
 }
 
 impl Default for SimOptions {
@@ -57,6 +61,7 @@ impl Default for SimOptions {
             per_hour: 1500,
             faults: Faults::none(),
             seed: 0x5eed,
+            server_page: None,
         }
     }
 }

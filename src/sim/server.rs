@@ -507,21 +507,43 @@ async fn answer(
         Ok(f) => f,
         Err(e) => return bad(format!("{e}")),
     };
-    let body = {
+    // Server-driven paging hands out `server_page` at a time, the rest of
+    // `$top` behind a nextLink that carries the same filter.
+    let page = s.opts.server_page.filter(|n| *n > 0 && *n < top).unwrap_or(top);
+    let (body, matched) = {
         let sets = read(&s.alerts);
         match sets.get(tenant) {
             Some(set) => set.query(&Query {
                 filter: filter.as_ref(),
-                top,
+                top: page,
                 skip,
                 expand,
                 seed: s.opts.seed,
             }),
-            None => format!(
-                "{{\"@odata.context\":\"{}\",\"value\":[]}}",
-                super::alerts::ODATA_CONTEXT
+            None => (
+                format!(
+                    "{{\"@odata.context\":\"{}\",\"value\":[]}}",
+                    super::alerts::ODATA_CONTEXT
+                ),
+                0,
             ),
         }
+    };
+    let body = if page < top && skip + page < matched {
+        let mut link = format!("{}/api/alerts?$top={}&$skip={}", s.base_url, top - page, skip + page);
+        if let Some(f) = &opts.filter {
+            link.push_str("&$filter=");
+            link.push_str(&encode_query_value(f));
+        }
+        if expand {
+            link.push_str("&$expand=evidence");
+        }
+        let mut body = body;
+        body.truncate(body.len() - 1);
+        body.push_str(&format!(",\"@odata.nextLink\":\"{link}\"}}"));
+        body
+    } else {
+        body
     };
     let body = match fault {
         ApiFault::Truncated => {
@@ -543,6 +565,16 @@ async fn answer(
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
     r
+}
+
+/// Percent-encodes a query value for a nextLink.
+fn encode_query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Adds `Retry-After`; injected ones alternate between the seconds and the

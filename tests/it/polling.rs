@@ -223,3 +223,23 @@ async fn an_alert_stamped_far_in_the_future_does_not_drag_the_cursor_along() {
     assert_eq!(w.once(&config).await.code, Some(0));
     assert!(w.records().iter().any(|r| r["alert"]["id"] == late[0].as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_link_is_followed_and_a_capped_chain_is_still_split() {
+    // The server hands out 10 alerts an answer, the rest behind nextLinks.
+    let mut w = World::with_options(mde_poller::sim::SimOptions {
+        server_page: Some(10),
+        ..Default::default()
+    })
+    .await;
+    let t = w.tenant("contoso");
+    let expected: HashSet<String> = w.sim.generate_alerts(&t, 180, ago(2 * HOUR), ago(MIN)).into_iter().collect();
+    let run = w.once(&w.config(POLL)).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let records = w.records();
+    assert_no_duplicates(&records);
+    let got: HashSet<String> = records.iter().map(|r| r["alert"]["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(got, expected);
+    let calls: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == RequestKind::Alerts).collect();
+    assert!(calls.iter().any(|c| c.skip.unwrap_or(0) > 0), "nextLinks were followed");
+}
