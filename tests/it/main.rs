@@ -5,3 +5,5 @@ mod check;
 mod common;
 mod config_errors;
 mod polling;
+mod production;
+mod shipper;
