@@ -162,6 +162,8 @@ pub struct RequestRecord {
     pub skip: Option<u32>,
     /// `Retry-After` sent, in seconds (an HTTP-date form counts as its delay).
     pub retry_after: Option<u64>,
+    /// The `User-Agent` header, if any (the partner convention is checked on it).
+    pub user_agent: Option<String>,
 }
 
 pub(crate) struct AppEntry {

@@ -41,20 +41,35 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 async fn token_v2(
     State(s): State<Arc<Shared>>,
     Path(tenant): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token(s, tenant, body, false).await
+    token(s, tenant, &headers, body, false).await
 }
 
 async fn token_v1(
     State(s): State<Arc<Shared>>,
     Path(tenant): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    token(s, tenant, body, true).await
+    token(s, tenant, &headers, body, true).await
 }
 
-async fn token(s: Arc<Shared>, tenant: String, body: Bytes, v1: bool) -> Response {
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn token(
+    s: Arc<Shared>,
+    tenant: String,
+    headers: &HeaderMap,
+    body: Bytes,
+    v1: bool,
+) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let client_id = form.get("client_id").cloned();
     let fault = s.faults_for(Some(&tenant)).draw_token(&mut *lock(&s.rng));
@@ -94,6 +109,7 @@ async fn token(s: Arc<Shared>, tenant: String, body: Bytes, v1: bool) -> Respons
         top: None,
         skip: None,
         retry_after: None,
+        user_agent: user_agent(headers),
     });
     let mut resp = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -367,6 +383,7 @@ async fn alerts(
         top: opts.top.as_deref().and_then(|t| t.parse().ok()),
         skip: opts.skip.as_deref().and_then(|t| t.parse().ok()),
         retry_after: None,
+        user_agent: user_agent(&headers),
     };
     let resp = answer(&s, &headers, &opts, &mut rec).await;
     rec.status = resp.status().as_u16();

@@ -186,3 +186,93 @@ pub fn events(stderr: &str, name: &str) -> Vec<Value> {
         .filter(|v| v["event"] == name)
         .collect()
 }
+
+/// Waits until `cond` holds, checking every 50 ms; panics naming `what` after
+/// `timeout`. Tests wait for a condition, never for a fixed time.
+pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A running `mde-poller run`, its stderr in a file; killed on drop.
+pub struct Daemon {
+    child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `mde-poller --config <config> run` with `env` added. A shell
+    /// sets `WATCHDOG_PID` to its own pid and then execs the binary, which
+    /// keeps that pid: the watchdog is honoured only by the process it names,
+    /// and a test learns the pid only after the spawn.
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = config.with_file_name("daemon.log");
+        let stderr = std::fs::File::create(&log).expect("daemon log");
+        let child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(r#"export WATCHDOG_PID=$$; exec "$0" "$@""#)
+            .arg(bin())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("daemon starts");
+        Daemon { child, log }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal the daemon");
+    }
+
+    /// What the daemon logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status, once the daemon exits within `timeout`.
+    pub async fn exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the daemon") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not exit within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Replaces `from` (which must be there) with `to` in a config file.
+pub fn edit_file(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{} holds no {from:?}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}

@@ -5,5 +5,7 @@ mod check;
 mod common;
 mod config_errors;
 mod polling;
+mod production;
 mod scheduling;
+mod shipper;
 mod tokens;
