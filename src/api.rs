@@ -211,7 +211,6 @@ impl AlertsApi {
                     // The token expired or was revoked early: one new token, one retry.
                     renewed_token = true;
                     self.tokens.invalidate(&token).await;
-                    tracing::info!(event = "token_rejected", "the API refused the token; fetching a new one");
                     continue;
                 }
             }
@@ -227,6 +226,7 @@ impl AlertsApi {
             }
             tracing::warn!(
                 event = "api_retry",
+                tenant = %self.tokens.tenant_name(),
                 error = %err,
                 attempt = backoff.attempts(),
                 delay_ms = delay.as_millis() as u64,

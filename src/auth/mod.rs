@@ -156,7 +156,7 @@ impl TokenSource {
         let mut cached = self.lock_cached();
         if cached.as_ref().is_some_and(|t| t.same_as(stale)) {
             *cached = None;
-            tracing::info!(name: "auth.token_invalidated", tenant = %self.name, "token refused by the API; a new one will be requested");
+            tracing::info!(event = "token_invalidated", tenant = %self.name, "token refused by the API; a new one will be requested");
         }
     }
 
@@ -191,7 +191,7 @@ impl TokenSource {
             match self.request_once().await {
                 Ok(t) => {
                     tracing::debug!(
-                        name: "auth.token_acquired",
+                        event = "token_acquired",
                         tenant = %self.name,
                         expires_in_s = t.expires_at().saturating_duration_since(Instant::now()).as_secs(),
                         "token acquired"
@@ -201,7 +201,7 @@ impl TokenSource {
                 Err(e) if e.is_transient() && backoff.attempts() < MAX_RETRIES => {
                     let delay = backoff.next_delay();
                     tracing::warn!(
-                        name: "auth.token_retry",
+                        event = "token_retry",
                         tenant = %self.name,
                         attempt = backoff.attempts(),
                         delay_ms = delay.as_millis() as u64,
