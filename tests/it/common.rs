@@ -186,3 +186,189 @@ pub fn events<'a>(stderr: &'a str, name: &str) -> Vec<Value> {
         .filter(|v| v["event"] == name)
         .collect()
 }
+
+// ---- The daemon under test, and waiting with deadlines ----
+
+/// Writes `config.toml` naming only `tenants` (by the names given to
+/// [`World::tenant`]), so a test can add and remove tenants between reloads.
+impl World {
+    pub fn config_for(&self, poll: &str, tenants: &[&str]) -> PathBuf {
+        let url = self.sim.url();
+        let mut text = format!(
+            r#"cloud = "global"
+[app]
+client_id = "{APP_ID}"
+client_secret_file = "client-secret"
+[endpoints]
+login_url = "{url}"
+api_url = "{url}"
+[poll]
+{poll}
+[store]
+path = "state.db"
+[output]
+path = "alerts.ndjson"
+[log]
+level = "info"
+format = "json"
+"#
+        );
+        for name in tenants {
+            let id = self.tenant_id(name);
+            text.push_str(&format!("[tenants.{name}]\ntenant_id = \"{id}\"\n"));
+        }
+        let path = self.path("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// The tenant id given to `name` by [`World::tenant`].
+    pub fn tenant_id(&self, name: &str) -> String {
+        self.tenants
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("no tenant named {name}"))
+    }
+
+    /// Starts `mde-poller run`; each start gets its own stderr file.
+    pub fn daemon(&self, config: &Path) -> Daemon {
+        Daemon::start(config, self.dir.path())
+    }
+}
+
+/// A running `mde-poller run`, killed (SIGKILL) and reaped on drop so that no
+/// test leaves a process behind, whatever it asserted.
+pub struct Daemon {
+    child: std::process::Child,
+    stderr_path: PathBuf,
+    exited: Option<std::process::ExitStatus>,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, dir: &Path) -> Daemon {
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let stderr_path = dir.join(format!("daemon-{n}.stderr"));
+        let stdout_path = dir.join(format!("daemon-{n}.stdout"));
+        let child = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env_remove("RUST_LOG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("the daemon starts");
+        Daemon {
+            child,
+            stderr_path,
+            exited: None,
+        }
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("signal delivered");
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// The JSON log events named `name` so far.
+    pub fn events(&self, name: &str) -> Vec<Value> {
+        events(&self.stderr(), name)
+    }
+
+    /// Waits until `count` events named `name` match `pred`; returns them all.
+    pub async fn wait_for_events(
+        &mut self,
+        name: &str,
+        count: usize,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let found: Vec<Value> = self.events(name).into_iter().filter(|e| pred(e)).collect();
+            if found.len() >= count {
+                return found;
+            }
+            assert!(self.is_running(), "the daemon exited while waiting for {name}:\n{}", self.stderr());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {count} `{name}` events within {within:?}:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
+        }
+        self.exited.is_none()
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while self.is_running() {
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.exited
+    }
+
+    /// SIGKILL, then reap: a crash at whatever point the daemon had reached.
+    pub fn kill9(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            self.exited = Some(self.child.wait().expect("reaped"));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The output's records, tolerating a torn last line (a kill -9 may cut a
+/// write short); returns the records and the count of lines that did not parse.
+pub fn read_records_lenient(path: &Path) -> (Vec<Value>, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut bad = 0;
+    let records = text
+        .lines()
+        .filter_map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                bad += 1;
+                None
+            }
+        })
+        .collect();
+    (records, bad)
+}

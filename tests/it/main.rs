@@ -4,4 +4,6 @@
 mod check;
 mod common;
 mod config_errors;
+mod daemon;
+mod faults;
 mod polling;
