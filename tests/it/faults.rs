@@ -47,7 +47,9 @@ fn assert_retry_after_obeyed(calls: &[RequestRecord], tenant: &str) -> usize {
     let slack = Duration::from_millis(50);
     let mut checked = 0;
     for (i, r) in calls.iter().enumerate() {
-        let (Some(secs), Some(next)) = (r.retry_after, calls.get(i + 1)) else { continue };
+        let (Some(secs), Some(next)) = (r.retry_after, calls.get(i + 1)) else {
+            continue;
+        };
         let allowed = retry_allowed_at(r.at, secs);
         assert!(
             next.at + slack >= allowed,
@@ -63,7 +65,12 @@ fn assert_retry_after_obeyed(calls: &[RequestRecord], tenant: &str) -> usize {
 /// Most calls in any 60 s window.
 fn busiest_minute(calls: &[RequestRecord]) -> usize {
     (0..calls.len())
-        .map(|i| calls[i..].iter().take_while(|c| c.at < calls[i].at + MIN).count())
+        .map(|i| {
+            calls[i..]
+                .iter()
+                .take_while(|c| c.at < calls[i].at + MIN)
+                .count()
+        })
         .max()
         .unwrap_or(0)
 }
@@ -80,7 +87,10 @@ async fn mixed_faults_lose_nothing_and_repeat_nothing() {
     let ids: Vec<String> = names.iter().map(|n| w.tenant(n)).collect();
     let mut backfill: HashMap<String, Vec<String>> = HashMap::new();
     for id in &ids {
-        backfill.insert(id.clone(), w.sim.generate_alerts(id, 250, ago(170 * MIN), ago(5 * MIN)));
+        backfill.insert(
+            id.clone(),
+            w.sim.generate_alerts(id, 250, ago(170 * MIN), ago(5 * MIN)),
+        );
     }
     let faults = Faults {
         p_500: 0.1,
@@ -126,11 +136,14 @@ timeout = "1s""#,
     for round in 0..32 {
         for id in &ids {
             let old = &backfill[id];
-            w.sim.update_alert(id, &old[next(old.len())], Timestamp::now());
-            w.sim.generate_alerts(id, 1, ago(Duration::from_secs(1)), Timestamp::now());
+            w.sim
+                .update_alert(id, &old[next(old.len())], Timestamp::now());
+            w.sim
+                .generate_alerts(id, 1, ago(Duration::from_secs(1)), Timestamp::now());
             if round % 4 == 0 {
                 // Stamped a minute or more ago: behind the cursor, inside lookback.
-                w.sim.generate_alerts(id, 1, ago(90 * Duration::from_secs(1)), ago(MIN));
+                w.sim
+                    .generate_alerts(id, 1, ago(90 * Duration::from_secs(1)), ago(MIN));
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -151,10 +164,14 @@ timeout = "1s""#,
             })
         })
         .collect();
-    wait_until("every current version in the output", Duration::from_secs(60), || {
-        let got: HashSet<_> = w.records().iter().map(version_of).collect();
-        wanted.is_subset(&got)
-    })
+    wait_until(
+        "every current version in the output",
+        Duration::from_secs(60),
+        || {
+            let got: HashSet<_> = w.records().iter().map(version_of).collect();
+            wanted.is_subset(&got)
+        },
+    )
     .await;
     let elapsed = started.elapsed();
 
@@ -178,9 +195,22 @@ timeout = "1s""#,
         let tokens = token_calls(&requests, id);
         let issued = tokens.iter().filter(|t| t.status == 200).count();
         let lifetimes = (elapsed.as_secs_f64() / 7.2).ceil() as usize + 1;
-        assert!(issued <= lifetimes + 1, "{}: {issued} tokens issued in {elapsed:?}", names[i]);
-        assert!(tokens.len() <= 2 * lifetimes + 4, "{}: {} token requests in {elapsed:?}", names[i], tokens.len());
-        assert!(busiest_minute(&calls) <= 100, "{}: over 100 calls in a minute", names[i]);
+        assert!(
+            issued <= lifetimes + 1,
+            "{}: {issued} tokens issued in {elapsed:?}",
+            names[i]
+        );
+        assert!(
+            tokens.len() <= 2 * lifetimes + 4,
+            "{}: {} token requests in {elapsed:?}",
+            names[i],
+            tokens.len()
+        );
+        assert!(
+            busiest_minute(&calls) <= 100,
+            "{}: over 100 calls in a minute",
+            names[i]
+        );
         let failed = calls.iter().filter(|c| c.status != 200).count();
         eprintln!(
             "{}: {} alerts calls ({failed} faulted), {} token requests ({issued} issued), busiest minute {}",
@@ -190,12 +220,22 @@ timeout = "1s""#,
             busiest_minute(&calls)
         );
     }
-    assert!(checked >= 3, "only {checked} Retry-After answers were checked: the faults did not fire");
-    eprintln!("{} records, {} versions wanted, {elapsed:?}", records.len(), wanted.len());
+    assert!(
+        checked >= 3,
+        "only {checked} Retry-After answers were checked: the faults did not fire"
+    );
+    eprintln!(
+        "{} records, {} versions wanted, {elapsed:?}",
+        records.len(),
+        wanted.len()
+    );
 
     assert!(d.is_running(), "the daemon survived the faults");
     d.signal(Signal::SIGTERM);
-    let status = d.wait_exit(Duration::from_secs(10)).await.expect("stops within 10 s");
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("stops within 10 s");
     assert_eq!(status.code(), Some(0), "{}", d.stderr());
 }
 
@@ -240,29 +280,56 @@ page_size = 50
 timeout = "1s""#,
     );
     let mut d = w.daemon(&config);
-    d.wait_for_events("poll_finished", 1, Duration::from_secs(20), |e| e["tenant"] == "healthy").await;
-    let mark = SystemTime::now();
-    let healthy_since = |w: &World| -> Vec<RequestRecord> {
-        alert_calls(&w.sim.requests(), &healthy).into_iter().filter(|r| r.at >= mark).collect()
-    };
-    wait_until("eight more polls of the healthy tenant", Duration::from_secs(30), || {
-        healthy_since(&w).len() >= 8
+    d.wait_for_events("poll_finished", 1, Duration::from_secs(20), |e| {
+        e["tenant"] == "healthy"
     })
     .await;
+    let mark = SystemTime::now();
+    let healthy_since = |w: &World| -> Vec<RequestRecord> {
+        alert_calls(&w.sim.requests(), &healthy)
+            .into_iter()
+            .filter(|r| r.at >= mark)
+            .collect()
+    };
+    wait_until(
+        "eight more polls of the healthy tenant",
+        Duration::from_secs(30),
+        || healthy_since(&w).len() >= 8,
+    )
+    .await;
     let calls = healthy_since(&w);
-    let gaps: Vec<Duration> = calls.windows(2).map(|p| p[1].at.duration_since(p[0].at).unwrap()).collect();
+    let gaps: Vec<Duration> = calls
+        .windows(2)
+        .map(|p| p[1].at.duration_since(p[0].at).unwrap())
+        .collect();
     let widest = gaps.iter().max().copied().unwrap_or_default();
     eprintln!("healthy tenant: widest gap between polls {widest:?}");
-    assert!(widest <= Duration::from_secs(2), "the healthy tenant waited {widest:?} between polls: {gaps:?}");
+    assert!(
+        widest <= Duration::from_secs(2),
+        "the healthy tenant waited {widest:?} between polls: {gaps:?}"
+    );
     assert!(calls.iter().all(|c| c.status == 200));
 
     // The others really were in trouble all along.
     let requests = w.sim.requests();
-    assert!(!d.events("poll_failed").iter().any(|e| e["tenant"] == "healthy"));
-    assert!(d.events("poll_failed").iter().any(|e| e["tenant"] == "stalled"), "{}", d.stderr());
+    assert!(!d
+        .events("poll_failed")
+        .iter()
+        .any(|e| e["tenant"] == "healthy"));
+    assert!(
+        d.events("poll_failed")
+            .iter()
+            .any(|e| e["tenant"] == "stalled"),
+        "{}",
+        d.stderr()
+    );
     let throttled_calls = alert_calls(&requests, &throttled);
     assert!(!throttled_calls.is_empty() && throttled_calls.iter().all(|c| c.status == 429));
-    assert_eq!(throttled_calls.len(), 1, "Retry-After 60 s: one call, then silence");
+    assert_eq!(
+        throttled_calls.len(),
+        1,
+        "Retry-After 60 s: one call, then silence"
+    );
     let token_errors = token_calls(&requests, &no_token);
     assert!(!token_errors.is_empty() && token_errors.iter().all(|c| c.status == 500));
     assert!(alert_calls(&requests, &no_token).is_empty());
@@ -272,7 +339,11 @@ timeout = "1s""#,
 async fn the_rate_limiter_keeps_a_25_page_backfill_under_100_calls_a_minute() {
     let mut w = World::new().await;
     let t = w.tenant("contoso");
-    let ids: HashSet<String> = w.sim.generate_alerts(&t, 250, ago(170 * MIN), ago(MIN)).into_iter().collect();
+    let ids: HashSet<String> = w
+        .sim
+        .generate_alerts(&t, 250, ago(170 * MIN), ago(MIN))
+        .into_iter()
+        .collect();
     let config = w.config(
         r#"interval = "1s"
 lookback = "2m"
@@ -281,14 +352,30 @@ page_size = 10
 timeout = "5s""#,
     );
     let mut d = w.daemon(&config);
-    d.wait_for_events("poll_finished", 1, Duration::from_secs(60), |_| true).await;
-    let got: HashSet<String> = w.records().iter().map(|r| r["alert"]["id"].as_str().unwrap().to_owned()).collect();
+    d.wait_for_events("poll_finished", 1, Duration::from_secs(60), |_| true)
+        .await;
+    let got: HashSet<String> = w
+        .records()
+        .iter()
+        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(got, ids);
     let calls = alert_calls(&w.sim.requests(), &t);
-    eprintln!("25-page back-fill: {} calls, busiest minute {}", calls.len(), busiest_minute(&calls));
-    assert!(calls.len() >= 25, "the back-fill took {} pages", calls.len());
+    eprintln!(
+        "25-page back-fill: {} calls, busiest minute {}",
+        calls.len(),
+        busiest_minute(&calls)
+    );
+    assert!(
+        calls.len() >= 25,
+        "the back-fill took {} pages",
+        calls.len()
+    );
     assert!(busiest_minute(&calls) <= 100);
-    assert!(calls.iter().all(|c| c.status != 429), "the server had to throttle");
+    assert!(
+        calls.iter().all(|c| c.status != 429),
+        "the server had to throttle"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,14 +394,40 @@ timeout = "5s""#,
     tokio::time::sleep(Duration::from_secs(9)).await;
     let tokens = token_calls(&w.sim.requests(), &id);
     let failed = d.events("tenant_auth_failed");
-    let pauses: Vec<u64> = failed.iter().map(|e| e["retry_in_s"].as_u64().unwrap()).collect();
-    eprintln!("unconsented tenant over 9 s: {} token requests, pauses {pauses:?}", tokens.len());
-    assert!((3..=5).contains(&tokens.len()), "{} token requests in 9 s", tokens.len());
-    assert_eq!(failed.len(), tokens.len(), "each refused request is logged once");
-    assert_eq!(pauses, [1, 2, 4, 8, 16][..pauses.len()], "the pause doubles");
-    assert!(failed.iter().all(|e| e["code"] == 700016 && e["level"] == "ERROR"));
-    let gaps: Vec<Duration> = tokens.windows(2).map(|p| p[1].at.duration_since(p[0].at).unwrap()).collect();
+    let pauses: Vec<u64> = failed
+        .iter()
+        .map(|e| e["retry_in_s"].as_u64().unwrap())
+        .collect();
+    eprintln!(
+        "unconsented tenant over 9 s: {} token requests, pauses {pauses:?}",
+        tokens.len()
+    );
+    assert!(
+        (3..=5).contains(&tokens.len()),
+        "{} token requests in 9 s",
+        tokens.len()
+    );
+    assert_eq!(
+        failed.len(),
+        tokens.len(),
+        "each refused request is logged once"
+    );
+    assert_eq!(
+        pauses,
+        [1, 2, 4, 8, 16][..pauses.len()],
+        "the pause doubles"
+    );
+    assert!(failed
+        .iter()
+        .all(|e| e["code"] == 700016 && e["level"] == "ERROR"));
+    let gaps: Vec<Duration> = tokens
+        .windows(2)
+        .map(|p| p[1].at.duration_since(p[0].at).unwrap())
+        .collect();
     for (gap, pause) in gaps.iter().zip(&pauses) {
-        assert!(*gap + Duration::from_millis(50) >= Duration::from_secs(*pause), "asked again after {gap:?}, paused for {pause} s");
+        assert!(
+            *gap + Duration::from_millis(50) >= Duration::from_secs(*pause),
+            "asked again after {gap:?}, paused for {pause} s"
+        );
     }
 }
