@@ -50,10 +50,17 @@ impl Sink {
             },
             OutputTarget::File(path) => Inner::File(open_append(path)?),
         };
+        // A crash (kill -9, power loss) in the middle of a write leaves the
+        // file ending in half a line: treat it as torn, so the first new
+        // line does not glue onto the fragment and become unreadable.
+        let torn = match target {
+            OutputTarget::File(path) => ends_mid_line(path),
+            OutputTarget::Stdout => false,
+        };
         Ok(Sink {
             target: target.clone(),
             inner,
-            torn: false,
+            torn,
         })
     }
 
@@ -121,8 +128,8 @@ impl Sink {
         if let OutputTarget::File(path) = &self.target {
             let file = open_append(path)?;
             self.inner = Inner::File(file);
-            // The new file starts clean; a fragment belonged to the old one.
-            self.torn = false;
+            // A fragment at the end of the old file belongs to the old file.
+            self.torn = ends_mid_line(path);
         }
         Ok(())
     }
@@ -135,6 +142,20 @@ fn is_unsyncable(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(nix::libc::EINVAL) | Some(nix::libc::ENOTSUP) | Some(nix::libc::EROFS)
     )
+}
+
+/// Whether a regular file's last byte is something other than a newline.
+fn ends_mid_line(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    // Checked before opening: reading a FIFO or a device could block.
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0) {
+        return false;
+    }
+    let Ok(mut file) = File::open(path) else {
+        return false;
+    };
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::End(-1)).is_ok() && file.read_exact(&mut last).is_ok() && last[0] != b'\n'
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -277,6 +298,19 @@ mod tests {
         // Only whole new lines, at offset 0: no NUL hole where the old
         // offset was.
         assert_eq!(fs::read(&path).unwrap(), b"{\"after\":1}\n");
+    }
+
+    #[test]
+    fn a_file_left_mid_line_by_a_crash_gets_a_newline_before_new_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.ndjson");
+        fs::write(&path, "{\"a\":1}\n{\"a\":").unwrap();
+        let mut sink = file_sink(&path);
+        sink.write_batch(b"{\"a\":3}\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"a\":\n{\"a\":3}\n"
+        );
     }
 
     #[test]

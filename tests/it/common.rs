@@ -187,23 +187,44 @@ pub fn events(stderr: &str, name: &str) -> Vec<Value> {
         .collect()
 }
 
-/// Waits until `cond` holds, checking every 50 ms; panics naming `what` after
-/// `timeout`. Tests wait for a condition, never for a fixed time.
-pub async fn eventually(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+// ---- The daemon under test, and waiting with deadlines ----
+
+impl World {
+    /// Writes `config.toml` naming only `tenants` (by the names given to
+    /// [`World::tenant`]), so a test can add and remove tenants between reloads.
+    pub fn config_for(&self, poll: &str, tenants: &[&str]) -> PathBuf {
+        let path = self.config(poll);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut kept = text[..text.find("[tenants.").unwrap_or(text.len())].to_owned();
+        for name in tenants {
+            let id = self.tenant_id(name);
+            kept.push_str(&format!("[tenants.{name}]\ntenant_id = \"{id}\"\n"));
+        }
+        std::fs::write(&path, kept).unwrap();
+        path
+    }
+
+    /// The tenant id given to `name` by [`World::tenant`].
+    pub fn tenant_id(&self, name: &str) -> String {
+        self.tenants
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, id)| id.clone())
+            .unwrap_or_else(|| panic!("no tenant named {name}"))
+    }
+
+    /// Starts `mde-poller run`; each start gets its own stderr file.
+    pub fn daemon(&self, config: &Path) -> Daemon {
+        Daemon::start(config, &[])
     }
 }
 
-/// A running `mde-poller run`, its stderr in a file; killed on drop.
+/// A running `mde-poller run`, its stderr in a file of its own, killed
+/// (SIGKILL) and reaped on drop so that no test leaves a process behind.
 pub struct Daemon {
     child: std::process::Child,
     pub log: PathBuf,
+    exited: Option<std::process::ExitStatus>,
 }
 
 impl Daemon {
@@ -212,8 +233,9 @@ impl Daemon {
     /// keeps that pid: the watchdog is honoured only by the process it names,
     /// and a test learns the pid only after the spawn.
     pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
-        let log = config.with_file_name("daemon.log");
-        let stderr = std::fs::File::create(&log).expect("daemon log");
+        static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = config.with_file_name(format!("daemon-{n}.stderr"));
         let child = std::process::Command::new("sh")
             .arg("-c")
             .arg(r#"export WATCHDOG_PID=$$; exec "$0" "$@""#)
@@ -228,45 +250,100 @@ impl Daemon {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(stderr)
+            .stderr(std::fs::File::create(&log).expect("daemon log"))
             .spawn()
-            .expect("daemon starts");
-        Daemon { child, log }
+            .expect("the daemon starts");
+        Daemon {
+            child,
+            log,
+            exited: None,
+        }
     }
 
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }
 
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(self.pid(), signal).expect("signal the daemon");
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(self.pid(), sig).expect("signal delivered");
     }
 
-    /// What the daemon logged so far.
+    /// Everything the daemon logged so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The exit status, once the daemon exits within `timeout`.
-    pub async fn exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + timeout;
+    /// The JSON log events named `name` so far.
+    pub fn events(&self, name: &str) -> Vec<Value> {
+        events(&self.stderr(), name)
+    }
+
+    /// Waits until `count` events named `name` match `pred`; returns them all.
+    pub async fn wait_for_events(
+        &mut self,
+        name: &str,
+        count: usize,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().expect("wait for the daemon") {
-                return status;
+            let found: Vec<Value> = self.events(name).into_iter().filter(|e| pred(e)).collect();
+            if found.len() >= count {
+                return found;
             }
             assert!(
+                self.is_running(),
+                "the daemon exited while waiting for {name}:\n{}",
+                self.stderr()
+            );
+            assert!(
                 std::time::Instant::now() < deadline,
-                "the daemon did not exit within {timeout:?}"
+                "no {count} `{name}` events within {within:?}:\n{}",
+                self.stderr()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().expect("try_wait");
+        }
+        self.exited.is_none()
+    }
+
+    /// Waits for the process to exit; `None` if it is still running after `within`.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while self.is_running() {
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.exited
+    }
+
+    /// The exit status; panics if the daemon is still running after `within`.
+    pub async fn exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        self.wait_exit(within)
+            .await
+            .unwrap_or_else(|| panic!("the daemon did not exit within {within:?}"))
+    }
+
+    /// SIGKILL, then reap: a crash at whatever point the daemon had reached.
+    pub fn kill9(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+            self.exited = Some(self.child.wait().expect("reaped"));
         }
     }
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
 
@@ -275,4 +352,35 @@ pub fn edit_file(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(text.contains(from), "{} holds no {from:?}", path.display());
     std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// Polls `cond` every 50 ms until it holds; panics with `what` after `within`.
+/// Tests wait for a condition, never for a fixed time.
+pub async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The output's records, tolerating a torn last line (a kill -9 may cut a
+/// write short); returns the records and the count of lines that did not parse.
+pub fn read_records_lenient(path: &Path) -> (Vec<Value>, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut bad = 0;
+    let records = text
+        .lines()
+        .filter_map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                bad += 1;
+                None
+            }
+        })
+        .collect();
+    (records, bad)
 }

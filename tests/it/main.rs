@@ -4,6 +4,8 @@
 mod check;
 mod common;
 mod config_errors;
+mod daemon;
+mod faults;
 mod polling;
 mod production;
 mod scheduling;

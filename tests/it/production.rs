@@ -130,7 +130,7 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
         ],
     );
 
-    eventually("READY=1", LONG, || socket.position("READY=1", 0).is_some()).await;
+    wait_until("READY=1", LONG, || socket.position("READY=1", 0).is_some()).await;
     let ready = &socket.with("READY=1", 0)[0];
     assert!(
         ready.files_existed,
@@ -139,7 +139,7 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
 
     // STATUS in words, once both tenants have been polled.
     let expected = "2 tenants: 1 ok, 1 failing (fabrikam: consent missing (AADSTS700016))";
-    eventually(&format!("STATUS={expected}"), LONG, || {
+    wait_until(&format!("STATUS={expected}"), LONG, || {
         socket
             .notes()
             .iter()
@@ -149,7 +149,7 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
 
     // The watchdog: WATCHDOG_USEC=2 s, so a ping about every second, and
     // never a gap as long as the whole interval (systemd would kill us).
-    eventually("six WATCHDOG=1 pings", LONG, || {
+    wait_until("six WATCHDOG=1 pings", LONG, || {
         socket.with("WATCHDOG=1", 0).len() >= 6
     })
     .await;
@@ -168,7 +168,7 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
     // SIGHUP: RELOADING=1 with MONOTONIC_USEC in the same datagram, then READY=1.
     let before = socket.notes().len();
     daemon.signal(Signal::SIGHUP);
-    eventually("RELOADING=1 after SIGHUP", LONG, || {
+    wait_until("RELOADING=1 after SIGHUP", LONG, || {
         socket.position("RELOADING=1", before).is_some()
     })
     .await;
@@ -180,7 +180,7 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
         .parse()
         .expect("MONOTONIC_USEC is a number of microseconds");
     assert!(usec > 0);
-    eventually("READY=1 after the reload", LONG, || {
+    wait_until("READY=1 after the reload", LONG, || {
         socket.position("READY=1", reloading_at + 1).is_some()
     })
     .await;
@@ -190,7 +190,7 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
     daemon.signal(Signal::SIGTERM);
     let status = daemon.exit(LONG).await;
     assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
-    eventually("STOPPING=1", Duration::from_secs(5), || {
+    wait_until("STOPPING=1", Duration::from_secs(5), || {
         socket.position("STOPPING=1", before).is_some()
     })
     .await;

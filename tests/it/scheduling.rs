@@ -6,10 +6,9 @@ use std::time::Duration;
 use mde_poller::sim::Faults;
 
 use crate::common::*;
-use crate::tokens::{start, until};
 
-fn log(w: &World) -> String {
-    std::fs::read_to_string(w.path("daemon.log")).unwrap_or_default()
+async fn until(what: &str, done: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(20), done).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,8 +16,8 @@ async fn a_cron_schedule_polls_on_the_clock() {
     let mut w = World::new().await;
     w.tenant("contoso");
     let config = w.config("schedule = \"* * * * * *\"\nfirst_lookback = \"1h\"");
-    let _daemon = start(&w, &config);
-    until("three polls on a one-second cron schedule", || events(&log(&w), "poll_finished").len() >= 3).await;
+    let daemon = w.daemon(&config);
+    until("three polls on a one-second cron schedule", || daemon.events("poll_finished").len() >= 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,11 +35,10 @@ async fn a_slow_poll_is_never_overlapped_by_the_next_tick() {
         },
     );
     let config = w.config_with("interval = \"1s\"\ntimeout = \"10s\"\nfirst_lookback = \"1h\"", "");
-    std::fs::write(&config, std::fs::read_to_string(&config).unwrap().replace("level = \"info\"", "level = \"debug\"")).unwrap();
-    let _daemon = start(&w, &config);
-    until("two finished polls", || events(&log(&w), "poll_finished").len() >= 2).await;
-    let log = log(&w);
-    assert!(!events(&log, "poll_skipped").is_empty(), "ticks during a running poll were skipped");
+    edit_file(&config, "level = \"info\"", "level = \"debug\"");
+    let daemon = w.daemon(&config);
+    until("two finished polls", || daemon.events("poll_finished").len() >= 2).await;
+    assert!(!daemon.events("poll_skipped").is_empty(), "ticks during a running poll were skipped");
     // Never two requests of this tenant in flight at once: each answer comes
     // a full stall after the previous one.
     let answered: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == mde_poller::sim::RequestKind::Alerts).map(|r| r.at).collect();

@@ -136,7 +136,7 @@ async fn rsyslog_receives_every_record_whole_and_once_across_a_rotation() {
     let mut daemon = Daemon::start(&config, &[]);
     let (current, rotated) = (w.output_path(), w.path("alerts.ndjson.1"));
 
-    eventually("the back-fill written", LONG, || line_count(&current) >= 33).await;
+    wait_until("the back-fill written", LONG, || line_count(&current) >= 33).await;
     // More alerts, then rotation the logrotate `create` way: the daemon keeps
     // writing to the renamed file until SIGHUP makes it open a new one.
     w.sim
@@ -145,19 +145,19 @@ async fn rsyslog_receives_every_record_whole_and_once_across_a_rotation() {
     w.sim
         .insert_alert(&t, big_alert("big-during", Timestamp::now(), 120))
         .unwrap();
-    eventually("a line in the renamed file", LONG, || {
+    wait_until("a line in the renamed file", LONG, || {
         line_count(&rotated) >= 44
     })
     .await;
     daemon.signal(Signal::SIGHUP);
-    eventually("the daemon reopened its output", LONG, || current.exists()).await;
+    wait_until("the daemon reopened its output", LONG, || current.exists()).await;
     w.sim
         .generate_alerts(&t, 10, ago(Duration::from_secs(2)), Timestamp::now());
     w.sim
         .insert_alert(&t, big_alert("big-after", Timestamp::now(), 150))
         .unwrap();
     let total = 30 + 3 + 10 + 1 + 10 + 1;
-    eventually("every alert written", LONG, || {
+    wait_until("every alert written", LONG, || {
         line_count(&rotated) + line_count(&current) >= total
     })
     .await;
@@ -173,7 +173,7 @@ async fn rsyslog_receives_every_record_whole_and_once_across_a_rotation() {
     emitted.extend(read_records(&current));
     assert_eq!(emitted.len(), total, "the daemon emitted each alert once");
     let received_path = w.path("received.ndjson");
-    eventually("rsyslog delivered every record", LONG, || {
+    wait_until("rsyslog delivered every record", LONG, || {
         line_count(&received_path) >= total
     })
     .await;

@@ -1,8 +1,7 @@
 //! Tokens over a daemon's life: renewed before they expire, and renewed at
 //! once when the API refuses one early (401).
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mde_poller::sim::{RequestKind, SimOptions};
 
@@ -10,39 +9,9 @@ use crate::common::*;
 
 const POLL: &str = "interval = \"1s\"\nlookback = \"10m\"\nfirst_lookback = \"1h\"\ntimeout = \"5s\"";
 
-/// The daemon as a child process, killed when the test ends however it ends.
-pub struct Running(pub Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn start(w: &World, config: &std::path::Path) -> Running {
-    let log = std::fs::File::create(w.path("daemon.log")).unwrap();
-    Running(
-        Command::new(bin())
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    )
-}
-
 /// Waits (up to 20 s) until `done` holds.
-pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn until(what: &str, done: impl FnMut() -> bool) {
+    wait_until(what, Duration::from_secs(20), done).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,7 +23,7 @@ async fn a_token_is_renewed_before_it_expires() {
     .await;
     let t = w.tenant("contoso");
     w.sim.generate_alerts(&t, 5, ago(30 * MIN), ago(MIN));
-    let _daemon = start(&w, &w.config(POLL));
+    let _daemon = w.daemon(&w.config(POLL));
     until("three token requests", || {
         w.sim.requests().iter().filter(|r| r.kind == RequestKind::Token).count() >= 3
     })
@@ -71,7 +40,7 @@ async fn a_token_refused_early_is_replaced_and_the_poll_succeeds() {
     let mut w = World::new().await;
     let t = w.tenant("contoso");
     w.sim.generate_alerts(&t, 5, ago(30 * MIN), ago(MIN));
-    let _daemon = start(&w, &w.config(POLL));
+    let daemon = w.daemon(&w.config(POLL));
     until("the back-fill", || w.records().len() == 5).await;
 
     assert!(w.sim.revoke_tokens(&t) > 0);
@@ -83,7 +52,6 @@ async fn a_token_refused_early_is_replaced_and_the_poll_succeeds() {
     let rest = &calls[refused + 1..];
     assert_eq!(rest[0].kind, RequestKind::Token, "a new token is fetched right after the 401");
     assert!(rest.iter().any(|r| r.kind == RequestKind::Alerts && r.status == 200));
-    let log = std::fs::read_to_string(w.path("daemon.log")).unwrap();
-    assert!(events(&log, "poll_failed").is_empty(), "the 401 was recovered within the poll: {log}");
+    assert!(daemon.events("poll_failed").is_empty(), "the 401 was recovered within the poll: {}", daemon.stderr());
     assert_no_duplicates(&w.records());
 }
