@@ -243,3 +243,27 @@ async fn a_next_link_is_followed_and_a_capped_chain_is_still_split() {
     let calls: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == RequestKind::Alerts).collect();
     assert!(calls.iter().any(|c| c.skip.unwrap_or(0) > 0), "nextLinks were followed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecs_and_ocsf_outputs_carry_the_same_alerts_once() {
+    for (format, id_of) in [
+        ("ecs", (|r: &serde_json::Value| r["mde"]["alert"]["id"].clone()) as fn(&serde_json::Value) -> serde_json::Value),
+        ("ocsf", |r: &serde_json::Value| r["unmapped"]["alert"]["id"].clone()),
+    ] {
+        let mut w = World::new().await;
+        let t = w.tenant("contoso");
+        let ids: HashSet<String> = w.sim.generate_alerts(&t, 12, ago(HOUR), ago(MIN)).into_iter().collect();
+        let config = w.config_with(POLL, "");
+        edit_file(&config, "path = \"alerts.ndjson\"", &format!("path = \"alerts.ndjson\"\nformat = \"{format}\""));
+        assert_eq!(w.once(&config).await.code, Some(0));
+        assert_eq!(w.once(&config).await.code, Some(0), "a second poll emits nothing new");
+        let records = w.records();
+        let got: HashSet<String> = records.iter().map(|r| id_of(r).as_str().unwrap().to_owned()).collect();
+        assert_eq!(records.len(), 12, "{format}");
+        assert_eq!(got, ids, "{format}");
+        match format {
+            "ecs" => assert!(records.iter().all(|r| r["event"]["kind"] == "alert")),
+            _ => assert!(records.iter().all(|r| r["class_uid"] == 2004)),
+        }
+    }
+}
