@@ -1164,7 +1164,21 @@ impl Checker<'_> {
             Some(text) => {
                 let path = self.path("http.ca_file", text);
                 match path {
-                    Some(p) if self.readable_file("http.ca_file", &p) => Some(Some(p)),
+                    Some(p) if self.readable_file("http.ca_file", &p) => {
+                        // Parsed now, so a bad bundle is a config error (exit
+                        // 78) rather than a failure at the first request.
+                        let pem = std::fs::read(&p).unwrap_or_default();
+                        match reqwest::Certificate::from_pem_bundle(&pem) {
+                            Ok(certs) if !certs.is_empty() => Some(Some(p)),
+                            _ => {
+                                self.problem(
+                                    "http.ca_file",
+                                    format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", p.display()),
+                                );
+                                None
+                            }
+                        }
+                    }
                     _ => None,
                 }
             }

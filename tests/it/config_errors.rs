@@ -30,7 +30,9 @@ async fn each_config_error_exits_78_naming_its_key() {
             "tenant_id",
         ),
         ("toml syntax", base("[poll\ninterval = 5\n"), "line"),
+        ("ca bundle not PEM", base(&format!("[http]\nca_file = \"ca.pem\"\n{GOOD_TENANT}")), "http.ca_file"),
     ];
+    std::fs::write(w.path("ca.pem"), "not a certificate").unwrap();
     for (what, text, key) in cases {
         let path = w.path("bad.toml");
         std::fs::write(&path, &text).unwrap();
@@ -68,4 +70,24 @@ async fn the_example_config_passes_the_offline_check() {
         .unwrap();
     assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(String::from_utf8_lossy(&run.stdout).contains("config OK"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_bundle_with_a_certificate_is_accepted() {
+    let mut w = World::new().await;
+    w.tenant("contoso");
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=corp-ca", "-days", "2"])
+        .arg("-keyout")
+        .arg(w.path("ca.key"))
+        .arg("-out")
+        .arg(w.path("ca.pem"))
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success());
+    let config = w.config_with("", "[http]\nca_file = \"ca.pem\"");
+    let run = w.run(&config, &["check", "--config-only"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    // And the client built with it still reaches the (plain-HTTP loopback) simulator.
+    assert_eq!(w.once(&config).await.code, Some(0));
 }
