@@ -502,3 +502,49 @@ async fn every_request_carries_the_partner_user_agent() {
         );
     }
 }
+
+/// A forward proxy on loopback that records the first request line of each
+/// connection and pipes the bytes to the simulator (which, like any HTTP/1.1
+/// server, accepts the absolute-form request target a proxy client sends).
+async fn recording_proxy(upstream: std::net::SocketAddr) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let n = client.read(&mut head).await.unwrap_or(0);
+                let first = String::from_utf8_lossy(&head[..n]).lines().next().unwrap_or("").to_owned();
+                log.lock().unwrap().push(first);
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                use tokio::io::AsyncWriteExt;
+                if server.write_all(&head[..n]).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_go_through_the_configured_proxy() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    w.sim.generate_alerts(&t, 4, ago(HOUR), ago(MIN));
+    let (proxy, seen) = recording_proxy(w.sim.addr()).await;
+    let config = w.config_with("", &format!("[http]\nproxy = \"{proxy}\""));
+    let run = w.once(&config).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(w.records().len(), 4);
+    let seen = seen.lock().unwrap().clone();
+    assert!(!seen.is_empty(), "the proxy carried the requests");
+    assert!(
+        seen.iter().all(|l| l.contains(&w.sim.url())),
+        "absolute-form requests for the simulator: {seen:?}"
+    );
+}
