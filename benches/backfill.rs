@@ -13,7 +13,8 @@
 //!
 //! Environment: `BACKFILL_ALERTS` (default 100000), `BACKFILL_RUNS`
 //! (default 3), `BACKFILL_PAGE_SIZE` (default 10000), `BACKFILL_BIN` (the
-//! poller binary; default: the one cargo built beside this bench).
+//! poller binary; default: the one cargo built beside this bench),
+//! `BACKFILL_VERBOSE` (list the simulator's requests of each run).
 
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -55,6 +56,8 @@ struct Measured {
     alerts: u64,
     seconds: f64,
     peak_rss_kib: i64,
+    /// User + system CPU time of the poller.
+    cpu_seconds: f64,
     alert_requests: usize,
     token_requests: usize,
     output_bytes: u64,
@@ -70,6 +73,10 @@ impl Measured {
         println!("  alerts          {:>12}", self.alerts);
         println!("  seconds         {:>12.3}", self.seconds);
         println!("  alerts/s        {:>12.0}", self.rate());
+        println!(
+            "  poller CPU      {:>12.3} s (user + system)",
+            self.cpu_seconds
+        );
         println!(
             "  peak RSS        {:>12.1} MB  ({} KiB, poller process)",
             self.peak_rss_kib as f64 / 1024.0,
@@ -137,7 +144,7 @@ fn main() {
         let config = write_config(dir.path(), &sim.url(), page_size);
         let output = dir.path().join("alerts.ndjson");
         sim.clear_requests();
-        let (seconds, peak_rss_kib) = launcher.run(&config);
+        let (seconds, peak_rss_kib, cpu_seconds) = launcher.run(&config);
         let requests = sim.requests();
         let alert_requests = requests
             .iter()
@@ -149,12 +156,26 @@ fn main() {
             throttled, 0,
             "the back-fill was throttled by the call budget"
         );
+        if std::env::var_os("BACKFILL_VERBOSE").is_some() {
+            let t0 = requests.first().map(|r| r.at_instant);
+            for r in &requests {
+                let ms = t0.map_or(0, |t| (r.at_instant - t).as_millis());
+                println!(
+                    "  +{ms:>5} ms {:?} {} top={:?} {}",
+                    r.kind,
+                    r.status,
+                    r.top,
+                    r.filter.as_deref().unwrap_or("")
+                );
+            }
+        }
         let output_bytes = std::fs::metadata(&output).map_or(0, |m| m.len());
         verify_output(&output, alerts);
         let m = Measured {
             alerts: alerts as u64,
             seconds,
             peak_rss_kib,
+            cpu_seconds,
             alert_requests,
             token_requests,
             output_bytes,
@@ -210,8 +231,9 @@ impl Launcher {
         Launcher { child }
     }
 
-    /// Runs `mde-poller --config CONFIG once`: (seconds, peak RSS in KiB).
-    fn run(&mut self, config: &Path) -> (f64, i64) {
+    /// Runs `mde-poller --config CONFIG once`: (seconds, peak RSS in KiB,
+    /// CPU seconds).
+    fn run(&mut self, config: &Path) -> (f64, i64, f64) {
         use std::io::Write;
         let mut stdin = self.child.stdin.take().expect("launcher stdin");
         writeln!(stdin, "{}", config.display()).expect("launcher told");
@@ -225,8 +247,9 @@ impl Launcher {
         let mut f = line.split_whitespace();
         let seconds = f.next().and_then(|s| s.parse().ok());
         let rss = f.next().and_then(|s| s.parse().ok());
-        match (seconds, rss) {
-            (Some(s), Some(r)) => (s, r),
+        let cpu = f.next().and_then(|s| s.parse().ok());
+        match (seconds, rss, cpu) {
+            (Some(s), Some(r), Some(c)) => (s, r, c),
             _ => panic!("launcher answered {line:?}"),
         }
     }
@@ -275,7 +298,12 @@ fn launcher() {
         eprintln!("the poller failed ({status})");
         std::process::exit(1);
     }
-    println!("{seconds} {}", usage.max_rss());
+    let cpu = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    println!(
+        "{seconds} {} {}",
+        usage.max_rss(),
+        cpu(usage.user_time()) + cpu(usage.system_time())
+    );
 }
 
 fn write_config(dir: &Path, url: &str, page_size: u64) -> PathBuf {
