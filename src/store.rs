@@ -358,7 +358,11 @@ impl Store {
                     "SELECT last_update_ticks, content_hash FROM alerts \
                      WHERE tenant_id = ?1 AND alert_id = ?2",
                 )?;
-                for &id in ids {
+                // In key order, like `record_emitted`: one visit per B-tree page.
+                let mut sorted: Vec<&str> = ids.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                for id in sorted {
                     let known = st
                         .query_row(params![tenant_id, id], |r| {
                             Ok(Known {
