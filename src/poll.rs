@@ -26,6 +26,10 @@ use crate::timestamp::Timestamp;
 /// never needs a second full copy of itself in memory.
 const WRITE_CHUNK: usize = 2 << 20;
 
+/// Room past `WRITE_CHUNK` for the line that crosses it: without it, that
+/// line would make the buffer double to 4 MB on every full chunk.
+const CHUNK_HEADROOM: usize = 64 << 10;
+
 /// Retries of a page that arrived as malformed JSON (a truncated body).
 const MALFORMED_RETRIES: u32 = 5;
 
@@ -507,7 +511,7 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
     let now = Timestamp::now();
     let mut emitted_here: HashMap<&str, (Timestamp, u64)> = HashMap::new();
     let mut versions = Vec::new();
-    let mut buf = Vec::with_capacity(WRITE_CHUNK.min(body.len_bytes() + 4096));
+    let mut buf = Vec::with_capacity((WRITE_CHUNK + CHUNK_HEADROOM).min(body.len_bytes() + 4096));
     let format = ctx.env.emitter.format();
     for p in &parsed {
         let at = p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0);
