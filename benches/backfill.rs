@@ -1,1 +1,365 @@
-fn main(){}
+//! Benchmark: `mde-poller once` back-filling 100,000 alerts of one tenant from
+//! the simulator with `page_size = 10000`, end to end (spawn to exit), with the
+//! poller's peak RSS. See `docs/BENCHMARKS.md`.
+//!
+//! The simulator runs in this process (on its own tokio runtime); the poller
+//! is the release binary, a grandchild: each run's poller is spawned by a
+//! small "launcher" copy of this bench (`BACKFILL_LAUNCHER=1`), started
+//! before the simulator fills up. Linux carries a process's peak RSS across
+//! `exec`, so a poller spawned straight from this (by then ~300 MB) process
+//! would report the simulator's memory as its own; and
+//! `getrusage(RUSAGE_CHILDREN)` is a maximum over all children ever waited
+//! for, so each launcher runs exactly one poller.
+//!
+//! Environment: `BACKFILL_ALERTS` (default 100000), `BACKFILL_RUNS`
+//! (default 3), `BACKFILL_PAGE_SIZE` (default 10000), `BACKFILL_BIN` (the
+//! poller binary; default: the one cargo built beside this bench),
+//! `BACKFILL_VERBOSE` (list the simulator's requests of each run).
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mde_poller::sim::{RequestKind, SimApp, SimOptions, SimTenant, Simulator};
+use mde_poller::timestamp::Timestamp;
+use nix::sys::resource::{getrusage, UsageWho};
+
+const APP_ID: &str = "0a0b0c0d-1111-4222-8333-444455556666";
+const SECRET: &str = "BENCH-secret-value-0123456789";
+const TENANT_ID: &str = "00000001-aaaa-4bbb-8ccc-000000001eef";
+
+fn env_num(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .replace('_', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// The poller binary: `BACKFILL_BIN`, else the one cargo builds for benches
+/// (`cargo bench` builds `target/release/mde-poller` first and tells us its
+/// path through `CARGO_BIN_EXE_mde-poller`).
+fn poller_bin() -> PathBuf {
+    std::env::var_os("BACKFILL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mde-poller")))
+}
+
+/// What one run measured.
+#[derive(Debug, Clone)]
+struct Measured {
+    alerts: u64,
+    seconds: f64,
+    peak_rss_kib: i64,
+    /// User + system CPU time of the poller.
+    cpu_seconds: f64,
+    alert_requests: usize,
+    token_requests: usize,
+    output_bytes: u64,
+}
+
+impl Measured {
+    fn rate(&self) -> f64 {
+        self.alerts as f64 / self.seconds
+    }
+
+    fn print(&self, label: &str) {
+        println!("{label}:");
+        println!("  alerts          {:>12}", self.alerts);
+        println!("  seconds         {:>12.3}", self.seconds);
+        println!("  alerts/s        {:>12.0}", self.rate());
+        println!(
+            "  poller CPU      {:>12.3} s (user + system)",
+            self.cpu_seconds
+        );
+        println!(
+            "  peak RSS        {:>12.1} MB  ({} KiB, poller process)",
+            self.peak_rss_kib as f64 / 1024.0,
+            self.peak_rss_kib
+        );
+        println!(
+            "  API requests    {:>12}  (alerts; plus {} token)",
+            self.alert_requests, self.token_requests
+        );
+        println!(
+            "  output          {:>12} bytes ({:.1} MB)",
+            self.output_bytes,
+            self.output_bytes as f64 / 1e6
+        );
+    }
+}
+
+fn main() {
+    // A launcher: spawns the poller when told to, from a small process.
+    if std::env::var_os("BACKFILL_LAUNCHER").is_some() {
+        launcher();
+        return;
+    }
+    let alerts = env_num("BACKFILL_ALERTS", 100_000) as usize;
+    let runs = env_num("BACKFILL_RUNS", 3).max(1) as usize;
+    let page_size = env_num("BACKFILL_PAGE_SIZE", 10_000);
+    let bin = poller_bin();
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --release` or `cargo bench --bench backfill`",
+        bin.display()
+    );
+    println!(
+        "backfill: `mde-poller once`, {alerts} alerts of one tenant, page_size {page_size}, {runs} run(s)\n  poller: {}",
+        bin.display()
+    );
+    // Launchers first, while this process is still small: a child inherits
+    // the peak RSS of the process it was spawned from (Linux keeps the
+    // pre-exec `maxrss`), so a poller spawned from here after the simulator
+    // filled up would report the simulator's memory as its own.
+    let mut launchers: Vec<Launcher> = (0..runs).map(|_| Launcher::spawn()).collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Real defaults (100 calls/min, 1500/h): the back-fill must fit them.
+    let sim =
+        rt.block_on(async { Simulator::start(SimOptions::default()).expect("simulator starts") });
+    sim.add_app(SimApp::with_secret(APP_ID, SECRET));
+    sim.add_tenant(SimTenant::consented(TENANT_ID, APP_ID));
+    let now = Timestamp::now();
+    let from = now.saturating_sub(Duration::from_secs(20 * 3600));
+    let generated = Instant::now();
+    sim.generate_alerts(TENANT_ID, alerts, from, now);
+    println!(
+        "  simulator: {alerts} alerts generated in {:.1} s (lastUpdateTime over the last 20 h)",
+        generated.elapsed().as_secs_f64()
+    );
+
+    let mut results = Vec::new();
+    for (i, launcher) in launchers.iter_mut().enumerate() {
+        // A fresh directory per run: an empty store, so each run back-fills all.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = write_config(dir.path(), &sim.url(), page_size);
+        let output = dir.path().join("alerts.ndjson");
+        sim.clear_requests();
+        let (seconds, peak_rss_kib, cpu_seconds) = launcher.run(&config);
+        let requests = sim.requests();
+        let alert_requests = requests
+            .iter()
+            .filter(|r| r.kind == RequestKind::Alerts)
+            .count();
+        let token_requests = requests.len() - alert_requests;
+        let throttled = requests.iter().filter(|r| r.status == 429).count();
+        assert_eq!(
+            throttled, 0,
+            "the back-fill was throttled by the call budget"
+        );
+        if std::env::var_os("BACKFILL_VERBOSE").is_some() {
+            let t0 = requests.first().map(|r| r.at_instant);
+            for r in &requests {
+                let ms = t0.map_or(0, |t| (r.at_instant - t).as_millis());
+                println!(
+                    "  +{ms:>5} ms {:?} {} top={:?} {}",
+                    r.kind,
+                    r.status,
+                    r.top,
+                    r.filter.as_deref().unwrap_or("")
+                );
+            }
+        }
+        let output_bytes = std::fs::metadata(&output).map_or(0, |m| m.len());
+        verify_output(&output, alerts);
+        let m = Measured {
+            alerts: alerts as u64,
+            seconds,
+            peak_rss_kib,
+            cpu_seconds,
+            alert_requests,
+            token_requests,
+            output_bytes,
+        };
+        m.print(&format!("run {}", i + 1));
+        results.push(m);
+    }
+    sim.shutdown();
+
+    let mut by_time = results.clone();
+    by_time.sort_by(|a, b| a.seconds.partial_cmp(&b.seconds).unwrap());
+    let mut rss: Vec<i64> = results.iter().map(|m| m.peak_rss_kib).collect();
+    rss.sort_unstable();
+    // The run with the median time, with the median peak RSS.
+    let mut m = by_time[by_time.len() / 2].clone();
+    m.peak_rss_kib = rss[rss.len() / 2];
+    println!();
+    m.print(&format!("median of {runs}"));
+    println!(
+        "  max peak RSS    {:>12.1} MB",
+        rss.last().copied().unwrap_or(0) as f64 / 1024.0
+    );
+    println!(
+        "\n  targets: >= 50000 alerts/s: {}; peak RSS <= 50 MB: {}",
+        if m.rate() >= 50_000.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if m.peak_rss_kib <= 50 * 1024 {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+}
+
+/// A copy of this bench, started early, that runs one poller on request.
+struct Launcher {
+    child: std::process::Child,
+}
+
+impl Launcher {
+    fn spawn() -> Launcher {
+        let me = std::env::current_exe().expect("own path");
+        let child = Command::new(me)
+            .env("BACKFILL_LAUNCHER", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("launcher starts");
+        Launcher { child }
+    }
+
+    /// Runs `mde-poller --config CONFIG once`: (seconds, peak RSS in KiB,
+    /// CPU seconds).
+    fn run(&mut self, config: &Path) -> (f64, i64, f64) {
+        use std::io::Write;
+        let mut stdin = self.child.stdin.take().expect("launcher stdin");
+        writeln!(stdin, "{}", config.display()).expect("launcher told");
+        drop(stdin);
+        let mut line = String::new();
+        std::io::BufReader::new(self.child.stdout.take().expect("launcher stdout"))
+            .read_line(&mut line)
+            .expect("launcher answers");
+        let status = self.child.wait().expect("launcher exits");
+        assert!(status.success(), "the poller run failed ({status})");
+        let mut f = line.split_whitespace();
+        let seconds = f.next().and_then(|s| s.parse().ok());
+        let rss = f.next().and_then(|s| s.parse().ok());
+        let cpu = f.next().and_then(|s| s.parse().ok());
+        match (seconds, rss, cpu) {
+            (Some(s), Some(r), Some(c)) => (s, r, c),
+            _ => panic!("launcher answered {line:?}"),
+        }
+    }
+}
+
+/// Launcher mode: reads a config path, runs the poller, prints
+/// `SECONDS MAXRSS_KIB`. Its only child is the poller, so
+/// `RUSAGE_CHILDREN`'s `ru_maxrss` is the poller's peak.
+fn launcher() {
+    let mut config = String::new();
+    std::io::stdin()
+        .read_line(&mut config)
+        .expect("config path");
+    let config = config.trim_end();
+    if config.is_empty() {
+        return; // the bench ended early
+    }
+    let started = Instant::now();
+    let mut child = Command::new(poller_bin())
+        .arg("--config")
+        .arg(config)
+        .arg("once")
+        .env_remove("RUST_LOG")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("poller starts");
+    // Drained on a thread so a chatty poller never blocks on a full pipe.
+    let stderr = child.stderr.take().expect("stderr");
+    let drain = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    let status = child.wait().expect("poller exits");
+    let seconds = started.elapsed().as_secs_f64();
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let log = drain.join().expect("stderr drain");
+    for line in log.iter().take(20) {
+        eprintln!("  poller: {line}");
+    }
+    if !status.success() {
+        eprintln!("the poller failed ({status})");
+        std::process::exit(1);
+    }
+    let cpu = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    println!(
+        "{seconds} {} {}",
+        usage.max_rss(),
+        cpu(usage.user_time()) + cpu(usage.system_time())
+    );
+}
+
+fn write_config(dir: &Path, url: &str, page_size: u64) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = dir.join("client-secret");
+    std::fs::write(&secret, SECRET).expect("secret written");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let text = format!(
+        r#"cloud = "global"
+[app]
+client_id = "{APP_ID}"
+client_secret_file = "client-secret"
+[endpoints]
+login_url = "{url}"
+api_url = "{url}"
+[poll]
+first_lookback = "24h"
+page_size = {page_size}
+[store]
+path = "state.db"
+[output]
+path = "alerts.ndjson"
+[log]
+level = "warn"
+format = "json"
+[tenants.bench]
+tenant_id = "{TENANT_ID}"
+"#
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// Exactly `expected` lines, each a distinct alert id of the one tenant.
+fn verify_output(path: &Path, expected: usize) {
+    #[derive(serde::Deserialize)]
+    struct Line<'a> {
+        #[serde(borrow)]
+        alert: Alert<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Alert<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    let text = std::fs::read_to_string(path).expect("output file");
+    assert!(text.ends_with('\n'), "the output ends with a whole line");
+    let mut ids = HashSet::with_capacity(expected);
+    let mut lines = 0usize;
+    for line in text.lines() {
+        lines += 1;
+        let l: Line = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("line {lines} is not a record ({e})"));
+        ids.insert(l.alert.id.into_owned());
+    }
+    assert_eq!(lines, expected, "lines in the output");
+    assert_eq!(ids.len(), expected, "distinct alert ids in the output");
+}

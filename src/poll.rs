@@ -29,6 +29,10 @@ const WRITE_CHUNK: usize = 2 << 20;
 /// How far ahead of our clock a lastUpdateTime may be and still move the cursor.
 const CURSOR_HORIZON: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Room past `WRITE_CHUNK` for the line that crosses it: without it, that
+/// line would make the buffer double to 4 MB on every full chunk.
+const CHUNK_HEADROOM: usize = 64 << 10;
+
 /// Retries of a page that arrived as malformed JSON (a truncated body).
 const MALFORMED_RETRIES: u32 = 5;
 
@@ -537,7 +541,7 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
     let now = Timestamp::now();
     let mut emitted_here: HashMap<&str, (Timestamp, u64)> = HashMap::new();
     let mut versions = Vec::new();
-    let mut buf = Vec::with_capacity(WRITE_CHUNK.min(body.len_bytes() + 4096));
+    let mut buf = Vec::with_capacity((WRITE_CHUNK + CHUNK_HEADROOM).min(body.len_bytes() + 4096));
     let format = ctx.env.emitter.format();
     for p in &parsed {
         let at = p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0);
