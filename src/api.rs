@@ -37,7 +37,10 @@ impl Query {
     /// alerts can share one 100 ns instant; dedup drops the re-read ones.
     pub fn filter(&self) -> String {
         match self.to {
-            Some(to) => format!("lastUpdateTime ge {} and lastUpdateTime lt {}", self.from, to),
+            Some(to) => format!(
+                "lastUpdateTime ge {} and lastUpdateTime lt {}",
+                self.from, to
+            ),
             None => format!("lastUpdateTime ge {}", self.from),
         }
     }
@@ -166,14 +169,22 @@ impl AlertsApi {
 
     /// One page, retried within bounds; `cancel` abandons a request in flight
     /// (nothing has been written for it yet, so nothing is half done).
-    pub async fn fetch(&self, query: &Query, cancel: &CancellationToken) -> Result<PageBody, ApiError> {
+    pub async fn fetch(
+        &self,
+        query: &Query,
+        cancel: &CancellationToken,
+    ) -> Result<PageBody, ApiError> {
         let url = format!("{}/api/alerts?{}", self.base, query.query_string());
         self.get_with_retries(&url, cancel).await
     }
 
     /// Follows an `@odata.nextLink`, which must point at the same API host: the
     /// bearer token is never sent anywhere else.
-    pub async fn fetch_link(&self, link: &str, cancel: &CancellationToken) -> Result<PageBody, ApiError> {
+    pub async fn fetch_link(
+        &self,
+        link: &str,
+        cancel: &CancellationToken,
+    ) -> Result<PageBody, ApiError> {
         if !link.starts_with(&format!("{}/", self.base)) {
             return Err(ApiError::Malformed(format!(
                 "@odata.nextLink points outside {}: refused",
@@ -183,7 +194,11 @@ impl AlertsApi {
         self.get_with_retries(link, cancel).await
     }
 
-    async fn get_with_retries(&self, url: &str, cancel: &CancellationToken) -> Result<PageBody, ApiError> {
+    async fn get_with_retries(
+        &self,
+        url: &str,
+        cancel: &CancellationToken,
+    ) -> Result<PageBody, ApiError> {
         let mut backoff = Backoff::for_requests();
         let mut renewed_token = false;
         loop {
@@ -268,7 +283,11 @@ impl AlertsApi {
             429 | 503 => ApiError::Throttled {
                 status,
                 // Without a Retry-After, a pause the size of a minute window's slot.
-                retry_after: retry_after.unwrap_or(Duration::from_secs(if status == 429 { 60 } else { 5 })),
+                retry_after: retry_after.unwrap_or(Duration::from_secs(if status == 429 {
+                    60
+                } else {
+                    5
+                })),
             },
             500..=599 => ApiError::Server { status, message },
             _ => ApiError::Unexpected { status, message },
@@ -320,7 +339,10 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        at.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 /// A transport error in words, without the URL (whose query is harmless, but
@@ -386,8 +408,14 @@ mod tests {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
         let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(61));
         let d = parse_retry_after(&in_a_minute).unwrap();
-        assert!(d > Duration::from_secs(55) && d <= Duration::from_secs(61), "{d:?}");
-        assert_eq!(parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"), Some(Duration::ZERO));
+        assert!(
+            d > Duration::from_secs(55) && d <= Duration::from_secs(61),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 
@@ -410,7 +438,10 @@ mod tests {
         };
         let page = body.parse().unwrap();
         assert_eq!(page.value.len(), 1);
-        assert_eq!(page.value[0].get(), r#"{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}"#);
+        assert_eq!(
+            page.value[0].get(),
+            r#"{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}"#
+        );
         assert!(page.next_link.is_none());
     }
 }

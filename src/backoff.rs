@@ -83,7 +83,10 @@ mod tests {
             low |= d < Duration::from_millis(250);
             high |= d > Duration::from_millis(750);
         }
-        assert!(low && high, "full jitter draws from the whole [0, ceiling] range");
+        assert!(
+            low && high,
+            "full jitter draws from the whole [0, ceiling] range"
+        );
     }
 
     #[test]

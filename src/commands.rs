@@ -35,7 +35,13 @@ pub struct CheckResult {
 }
 
 impl CheckResult {
-    fn failed(t: &TenantSettings, stage: &'static str, problem: String, hint: &str, roles: Vec<String>) -> Self {
+    fn failed(
+        t: &TenantSettings,
+        stage: &'static str,
+        problem: String,
+        hint: &str,
+        roles: Vec<String>,
+    ) -> Self {
         CheckResult {
             tenant: t.name.clone(),
             tenant_id: t.tenant_id.clone(),
@@ -77,7 +83,13 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
     let claims = match token.claims() {
         Ok(c) => c,
         Err(e) => {
-            return CheckResult::failed(&t, "claims", e.to_string(), "the token endpoint returned a token that is not a JWT: check login_url", vec![])
+            return CheckResult::failed(
+                &t,
+                "claims",
+                e.to_string(),
+                "the token endpoint returned a token that is not a JWT: check login_url",
+                vec![],
+            )
         }
     };
     let roles = claims.roles.clone();
@@ -109,7 +121,11 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
         skip: 0,
         expand_evidence: false,
     };
-    match api.fetch(&query, &CancellationToken::new()).await.map(|body| body.parse().map(|p| p.value.len())) {
+    match api
+        .fetch(&query, &CancellationToken::new())
+        .await
+        .map(|body| body.parse().map(|p| p.value.len()))
+    {
         Ok(Ok(_)) => CheckResult {
             tenant: t.name.clone(),
             tenant_id: t.tenant_id.clone(),
@@ -119,7 +135,13 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
             hint: None,
             roles,
         },
-        Ok(Err(e)) => CheckResult::failed(&t, "api", format!("malformed answer: {e}"), "check api_url: it does not look like the Defender for Endpoint API", roles),
+        Ok(Err(e)) => CheckResult::failed(
+            &t,
+            "api",
+            format!("malformed answer: {e}"),
+            "check api_url: it does not look like the Defender for Endpoint API",
+            roles,
+        ),
         Err(e) => {
             let hint = match &e {
                 ApiError::Forbidden { .. } => "the app lacks the Alert.Read.All permission in this tenant: add it and have the customer consent again",
@@ -137,7 +159,7 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
 pub fn config_ok(settings: &Settings) -> String {
     let enabled = settings.tenants.iter().filter(|t| t.enabled).count();
     format!(
-        "{}: config OK, {} tenants ({enabled} enabled)",
+        "{}: config OK, {} tenants ({enabled} enabled)\n",
         settings.source.display(),
         settings.tenants.len()
     )
@@ -151,7 +173,12 @@ pub fn check_report(results: &[CheckResult], json: bool) -> String {
     let mut out = String::new();
     for r in results {
         if r.ok {
-            out.push_str(&format!("ok    {:<20} {}  roles: {}\n", r.tenant, r.tenant_id, r.roles.join(",")));
+            out.push_str(&format!(
+                "ok    {:<20} {}  roles: {}\n",
+                r.tenant,
+                r.tenant_id,
+                r.roles.join(",")
+            ));
         } else {
             out.push_str(&format!(
                 "FAIL  {:<20} {}  at {}: {}\n      next step: {}\n",
@@ -164,7 +191,11 @@ pub fn check_report(results: &[CheckResult], json: bool) -> String {
         }
     }
     let failed = results.iter().filter(|r| !r.ok).count();
-    out.push_str(&format!("{} tenant(s) checked, {} failed\n", results.len(), failed));
+    out.push_str(&format!(
+        "{} tenant(s) checked, {} failed\n",
+        results.len(),
+        failed
+    ));
     out
 }
 
@@ -176,7 +207,10 @@ pub fn consent_report(settings: &Settings) -> anyhow::Result<String> {
         "no tenant in {}: add a [tenants.NAME] table with the customer's tenant_id first",
         settings.source.display()
     );
-    Ok(urls.into_iter().map(|(url, tenants)| format!("{url}\n  (for: {tenants})\n")).collect())
+    Ok(urls
+        .into_iter()
+        .map(|(url, tenants)| format!("{url}\n  (for: {tenants})\n"))
+        .collect())
 }
 
 /// The admin-consent link(s): one per distinct app and login host.
@@ -187,9 +221,13 @@ pub fn consent_urls(settings: &Settings) -> Vec<(String, String)> {
             "{}/common/oauth2/authorize?prompt=consent&client_id={}&response_type=code&sso_reload=true",
             t.login_url, t.client_id
         );
-        seen.entry(url).or_insert_with(Vec::new).push(t.name.clone());
+        seen.entry(url)
+            .or_insert_with(Vec::new)
+            .push(t.name.clone());
     }
-    seen.into_iter().map(|(url, names)| (url, names.join(", "))).collect()
+    seen.into_iter()
+        .map(|(url, names)| (url, names.join(", ")))
+        .collect()
 }
 
 /// One tenant's line in `status`.
@@ -245,7 +283,11 @@ pub fn status_report(rows: &[StatusRow], json: bool) -> String {
             r.last_poll.as_deref().unwrap_or("never"),
             r.last_success.as_deref().unwrap_or("never"),
             r.cursor.as_deref().unwrap_or("-"),
-            r.lag_seconds.map_or("-".to_owned(), |s| humantime::format_duration(Duration::from_secs(s)).to_string()),
+            r.lag_seconds
+                .map_or("-".to_owned(), |s| humantime::format_duration(
+                    Duration::from_secs(s)
+                )
+                .to_string()),
             r.alerts_stored,
             r.last_error.as_deref().unwrap_or("")
         ));

@@ -1173,7 +1173,10 @@ impl Checker<'_> {
                             _ => {
                                 self.problem(
                                     "http.ca_file",
-                                    format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", p.display()),
+                                    format!(
+                                        "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                                        p.display()
+                                    ),
                                 );
                                 None
                             }

@@ -33,7 +33,8 @@ pub async fn open_env(settings: &Settings) -> anyhow::Result<PollEnv> {
         .await
         .expect("store open panicked")
         .with_context(|| format!("opening the database {}", settings.store.path.display()))?;
-    let sink = Sink::open(&settings.output.target).with_context(|| format!("opening the output {:?}", settings.output.target))?;
+    let sink = Sink::open(&settings.output.target)
+        .with_context(|| format!("opening the output {:?}", settings.output.target))?;
     Ok(PollEnv {
         store: Arc::new(store),
         emitter: Arc::new(Emitter::new(sink, settings.output.format)),
@@ -77,7 +78,10 @@ pub async fn run(
     }
 
     notify::stopping();
-    tracing::info!(event = "daemon_stopping", "stopping: no new polls; finishing the pages in flight");
+    tracing::info!(
+        event = "daemon_stopping",
+        "stopping: no new polls; finishing the pages in flight"
+    );
     background.cancel();
     scheduler.shutdown(SHUTDOWN_GRACE).await;
     tracing::info!(event = "daemon_stopped", "stopped");
@@ -85,7 +89,13 @@ pub async fn run(
 }
 
 /// Applies a new config, or keeps the running one if the new one is bad.
-async fn reload(path: &Path, current: &mut Settings, env: &PollEnv, scheduler: &mut Scheduler, log: Option<&LogHandle>) {
+async fn reload(
+    path: &Path,
+    current: &mut Settings,
+    env: &PollEnv,
+    scheduler: &mut Scheduler,
+    log: Option<&LogHandle>,
+) {
     let path_owned: PathBuf = path.to_owned();
     let loaded = tokio::task::spawn_blocking(move || config::load(&path_owned))
         .await
@@ -106,16 +116,28 @@ async fn reload(path: &Path, current: &mut Settings, env: &PollEnv, scheduler: &
         log.set_level(&new.log.level);
     }
     if new.log.format != current.log.format {
-        tracing::warn!(event = "restart_needed", key = "log.format", "log.format changes at the next restart");
+        tracing::warn!(
+            event = "restart_needed",
+            key = "log.format",
+            "log.format changes at the next restart"
+        );
     }
     if new.store.path != current.store.path {
-        tracing::warn!(event = "restart_needed", key = "store.path", "store.path changes at the next restart");
+        tracing::warn!(
+            event = "restart_needed",
+            key = "store.path",
+            "store.path changes at the next restart"
+        );
     }
     if new.output != current.output {
         match Sink::open(&new.output.target) {
             Ok(sink) => {
                 env.emitter.replace(sink, new.output.format);
-                tracing::info!(event = "output_changed", "output now {:?}", new.output.target);
+                tracing::info!(
+                    event = "output_changed",
+                    "output now {:?}",
+                    new.output.target
+                );
             }
             Err(e) => {
                 tracing::error!(event = "output_open_failed", error = %e, "cannot open the new output; keeping the old one");
@@ -126,10 +148,16 @@ async fn reload(path: &Path, current: &mut Settings, env: &PollEnv, scheduler: &
     }
     match scheduler.reload(&new).await {
         Ok(()) => {
-            tracing::info!(event = "reloaded", tenants = new.tenants.iter().filter(|t| t.enabled).count(), "config reloaded");
+            tracing::info!(
+                event = "reloaded",
+                tenants = new.tenants.iter().filter(|t| t.enabled).count(),
+                "config reloaded"
+            );
             *current = new;
         }
-        Err(e) => tracing::error!(event = "reload_failed", error = %e, "could not apply the new config"),
+        Err(e) => {
+            tracing::error!(event = "reload_failed", error = %e, "could not apply the new config")
+        }
     }
 }
 
@@ -151,10 +179,17 @@ fn spawn_pruning(env: PollEnv, retention: Duration, cancel: CancellationToken) {
             let older_than = Timestamp::now().saturating_sub(retention);
             match crate::poll::blocking(&env.store, move |s| s.prune(older_than)).await {
                 Ok((alerts, polls)) if alerts + polls > 0 => {
-                    tracing::info!(event = "store_pruned", alerts, polls, "forgot rows older than store.retention")
+                    tracing::info!(
+                        event = "store_pruned",
+                        alerts,
+                        polls,
+                        "forgot rows older than store.retention"
+                    )
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(event = "store_prune_failed", error = %e, "pruning failed; will try again"),
+                Err(e) => {
+                    tracing::warn!(event = "store_prune_failed", error = %e, "pruning failed; will try again")
+                }
             }
         }
     });

@@ -36,12 +36,21 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     for (i, (_, id, consented)) in TENANTS.iter().enumerate() {
         sim.add_tenant(SimTenant {
             tenant_id: (*id).to_owned(),
-            consented_apps: if *consented { vec![APP_ID.to_owned()] } else { vec![] },
+            consented_apps: if *consented {
+                vec![APP_ID.to_owned()]
+            } else {
+                vec![]
+            },
             roles: vec!["Alert.Read.All".to_owned()],
             has_mde: true,
         });
         if *consented {
-            sim.generate_alerts(id, 12 + 8 * i, now.saturating_sub(Duration::from_secs(20 * 3600)), now);
+            sim.generate_alerts(
+                id,
+                12 + 8 * i,
+                now.saturating_sub(Duration::from_secs(20 * 3600)),
+                now,
+            );
             sim.spawn_activity(
                 id,
                 Activity {

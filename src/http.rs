@@ -14,7 +14,10 @@ pub enum ClientError {
         source: std::io::Error,
     },
     #[error("http.ca_file {path} holds no usable PEM certificate: {source}")]
-    CaPem { path: String, source: reqwest::Error },
+    CaPem {
+        path: String,
+        source: reqwest::Error,
+    },
     #[error("http.proxy {0:?} is not a usable proxy URL")]
     Proxy(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -38,16 +41,18 @@ pub fn client(settings: &HttpSettings, timeout: Duration) -> Result<reqwest::Cli
             path: path.display().to_string(),
             source,
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaPem {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let certs =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaPem {
+                path: path.display().to_string(),
+                source,
+            })?;
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
     }
     if let Some(proxy) = &settings.proxy {
-        let proxy = reqwest::Proxy::all(proxy.as_str()).map_err(|_| ClientError::Proxy(proxy.clone()))?;
+        let proxy =
+            reqwest::Proxy::all(proxy.as_str()).map_err(|_| ClientError::Proxy(proxy.clone()))?;
         builder = builder.proxy(proxy);
     }
     builder.build().map_err(ClientError::Build)

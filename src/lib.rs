@@ -17,6 +17,11 @@
 //! - [`sim`]: the simulator of Entra ID + the alerts API used by the tests,
 //!   `mde-poller demo` and the benchmark.
 //!
+//! Around them: [`cli`] (the command line), [`commands`] (`check`, `status`,
+//! `consent-url`), [`demo`], [`logging`] (tracing on stderr), [`notify`]
+//! (sd_notify and the watchdog), [`http`] (the shared client), [`backoff`],
+//! and [`timestamp`] (the API's 100 ns timestamps).
+//!
 //! Data flows one way: config → scheduler → poll (auth, api) → output → store.
 //! The store never calls the API; the output never sees tokens; `poll` alone
 //! decides what counts as new.
@@ -24,6 +29,7 @@
 pub mod api;
 pub mod auth;
 pub mod backoff;
+pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;

@@ -63,7 +63,11 @@ pub fn status_line(health: &BTreeMap<String, Health>) -> String {
         } else {
             String::new()
         };
-        line.push_str(&format!(", {} failing ({}{more})", failing.len(), shown.join("; ")));
+        line.push_str(&format!(
+            ", {} failing ({}{more})",
+            failing.len(),
+            shown.join("; ")
+        ));
     }
     if pending > 0 {
         line.push_str(&format!(", {pending} not polled yet"));
@@ -122,7 +126,11 @@ impl SystemdObserver {
                 if now_ms.saturating_sub(last) <= period.as_millis() as u64 {
                     send(&[NotifyState::Watchdog]);
                 } else {
-                    tracing::error!(event = "scheduler_stalled", since_ms = now_ms - last, "scheduler made no progress; withholding the watchdog ping");
+                    tracing::error!(
+                        event = "scheduler_stalled",
+                        since_ms = now_ms - last,
+                        "scheduler made no progress; withholding the watchdog ping"
+                    );
                 }
             }
         });
@@ -137,7 +145,10 @@ mod tests {
     fn status_line_names_the_failing_tenants() {
         let mut h = BTreeMap::new();
         h.insert("contoso".to_owned(), Health::Ok);
-        h.insert("fabrikam".to_owned(), Health::Failing("consent missing (AADSTS700016)".into()));
+        h.insert(
+            "fabrikam".to_owned(),
+            Health::Failing("consent missing (AADSTS700016)".into()),
+        );
         h.insert("northwind".to_owned(), Health::Pending);
         assert_eq!(
             status_line(&h),

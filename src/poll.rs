@@ -173,7 +173,9 @@ pub async fn poll_tenant(
 
     let mut report = std::mem::take(&mut run.report);
     report.cursor = run.cursor_text();
-    let moved = run.cursor.filter(|c| cursor.as_ref().is_none_or(|old| c.at > old.at));
+    let moved = run
+        .cursor
+        .filter(|c| cursor.as_ref().is_none_or(|old| c.at > old.at));
     let outcome = PollOutcome {
         ended: Timestamp::now(),
         seen: report.seen,
@@ -335,7 +337,10 @@ impl Run<'_> {
             if self.cancel.is_cancelled() {
                 return Err(ApiError::Cancelled.into());
             }
-            if let Handled::Done { count, next_link } = self.fetch_and_handle(&Query::dummy(), Some(&url), true).await? {
+            if let Handled::Done { count, next_link } = self
+                .fetch_and_handle(&Query::dummy(), Some(&url), true)
+                .await?
+            {
                 total += count;
                 link = next_link;
             }
@@ -371,7 +376,13 @@ impl Run<'_> {
                 .expect("page handler panicked");
             match outcome {
                 Ok(page) => {
-                    if let PageOutcome::Done { seen, emitted, newest, .. } = &page {
+                    if let PageOutcome::Done {
+                        seen,
+                        emitted,
+                        newest,
+                        ..
+                    } = &page
+                    {
                         self.report.seen += *seen as u64;
                         self.report.emitted += *emitted as u64;
                         if let Some(newest) = newest {
@@ -418,14 +429,19 @@ enum Handled {
         newest: Option<Timestamp>,
         crowded: Option<Timestamp>,
     },
-    Done { count: usize, next_link: Option<String> },
+    Done {
+        count: usize,
+        next_link: Option<String>,
+    },
 }
 
 impl From<PageOutcome> for Handled {
     fn from(p: PageOutcome) -> Self {
         match p {
             PageOutcome::Full { newest, crowded } => Handled::Full { newest, crowded },
-            PageOutcome::Done { count, next_link, .. } => Handled::Done { count, next_link },
+            PageOutcome::Done {
+                count, next_link, ..
+            } => Handled::Done { count, next_link },
         }
     }
 }
@@ -481,16 +497,21 @@ struct Parsed<'a> {
 /// Parses, dedups, emits and records one page (blocking: runs on the blocking
 /// pool so a fetch → emit → commit cycle is never cut by cancellation).
 fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageError> {
-    let page = body.parse().map_err(|e| PageError::Malformed(e.to_string()))?;
+    let page = body
+        .parse()
+        .map_err(|e| PageError::Malformed(e.to_string()))?;
     let count = page.value.len();
     let mut parsed = Vec::with_capacity(count);
     for raw in &page.value {
         let text = raw.get();
         let hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
-        let key: AlertKey = serde_json::from_str(text).map_err(|e| PageError::Malformed(format!("an alert that is not an object: {e}")))?;
+        let key: AlertKey = serde_json::from_str(text)
+            .map_err(|e| PageError::Malformed(format!("an alert that is not an object: {e}")))?;
         // An alert without an id cannot be matched to its earlier versions:
         // its content stands in, so an identical one is still emitted once.
-        let id = key.id.unwrap_or_else(|| Cow::Owned(format!("content-{hash:016x}")));
+        let id = key
+            .id
+            .unwrap_or_else(|| Cow::Owned(format!("content-{hash:016x}")));
         let last_update = key
             .last_update
             .and_then(|s| Timestamp::parse(&s).ok().map(|t| (t, s)));
@@ -501,10 +522,16 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
             hash,
         });
     }
-    let newest_ticks = parsed.iter().filter_map(|p| p.last_update.as_ref().map(|l| l.0)).max();
+    let newest_ticks = parsed
+        .iter()
+        .filter_map(|p| p.last_update.as_ref().map(|l| l.0))
+        .max();
     if count >= ctx.page_size && page.next_link.is_none() && !ctx.accept_full {
         let mut per_instant: HashMap<Timestamp, usize> = HashMap::new();
-        for at in parsed.iter().filter_map(|p| p.last_update.as_ref().map(|l| l.0)) {
+        for at in parsed
+            .iter()
+            .filter_map(|p| p.last_update.as_ref().map(|l| l.0))
+        {
             *per_instant.entry(at).or_default() += 1;
         }
         let crowded = per_instant
@@ -545,10 +572,11 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
     let format = ctx.env.emitter.format();
     for p in &parsed {
         let at = p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0);
-        let previous = emitted_here
-            .get(p.id.as_ref())
-            .copied()
-            .or_else(|| known.get(p.id.as_ref()).map(|k| (k.last_update, k.content_hash)));
+        let previous = emitted_here.get(p.id.as_ref()).copied().or_else(|| {
+            known
+                .get(p.id.as_ref())
+                .map(|k| (k.last_update, k.content_hash))
+        });
         let change = match previous {
             None => Change::New,
             Some((last, hash)) if last == at && hash == p.hash => continue,
@@ -564,7 +592,8 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
             tenant_id: &ctx.tenant_id,
             alert: p.raw,
         };
-        output::render(&mut buf, format, &record).map_err(|e| PageError::Malformed(format!("an alert could not be rendered: {e}")))?;
+        output::render(&mut buf, format, &record)
+            .map_err(|e| PageError::Malformed(format!("an alert could not be rendered: {e}")))?;
         if buf.len() >= WRITE_CHUNK {
             ctx.env.emitter.write(&buf).map_err(PageError::Output)?;
             buf.clear();
@@ -572,7 +601,10 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
         emitted_here.insert(p.id.as_ref(), (at, p.hash));
         versions.push(EmittedVersion {
             alert_id: p.id.to_string(),
-            last_update_text: p.last_update.as_ref().map_or_else(String::new, |l| l.1.to_string()),
+            last_update_text: p
+                .last_update
+                .as_ref()
+                .map_or_else(String::new, |l| l.1.to_string()),
             last_update: at,
             content_hash: p.hash,
         });

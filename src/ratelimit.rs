@@ -131,7 +131,10 @@ mod tests {
         }
         for (i, t) in times.iter().enumerate() {
             let in_window = times[i..].iter().take_while(|u| **u < *t + MINUTE).count();
-            assert!(in_window <= 100, "{in_window} calls within a minute from {t:?}");
+            assert!(
+                in_window <= 100,
+                "{in_window} calls within a minute from {t:?}"
+            );
         }
         // 250 calls need at least two full minutes of waiting.
         assert!(times[249] >= Duration::from_secs(120));
@@ -148,7 +151,10 @@ mod tests {
         let before = start.elapsed();
         assert!(before < HOUR);
         budget.acquire().await;
-        assert!(start.elapsed() >= HOUR, "call 1501 waited for the hour to roll");
+        assert!(
+            start.elapsed() >= HOUR,
+            "call 1501 waited for the hour to roll"
+        );
     }
 
     #[tokio::test(start_paused = true)]

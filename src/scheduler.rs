@@ -116,10 +116,13 @@ impl Scheduler {
         // A heartbeat job: if the scheduler wedges, it stops, and so do the
         // watchdog pings, and systemd restarts us.
         let beat = Arc::clone(&inner);
-        jobs.add(Job::new_repeated_async(Duration::from_secs(1), move |_, _| {
-            let beat = Arc::clone(&beat);
-            Box::pin(async move { beat.observer.progress() })
-        })?)
+        jobs.add(Job::new_repeated_async(
+            Duration::from_secs(1),
+            move |_, _| {
+                let beat = Arc::clone(&beat);
+                Box::pin(async move { beat.observer.progress() })
+            },
+        )?)
         .await?;
         jobs.start().await?;
         let mut scheduler = Scheduler {
@@ -137,7 +140,8 @@ impl Scheduler {
     pub async fn reload(&mut self, settings: &Settings) -> Result<(), SchedulerError> {
         let poll_changed = settings.poll != self.poll_settings;
         if poll_changed {
-            *self.inner.http.write().expect("http lock") = crate::http::client(&settings.http, settings.poll.timeout)?;
+            *self.inner.http.write().expect("http lock") =
+                crate::http::client(&settings.http, settings.poll.timeout)?;
             *self.inner.permits.write().expect("permits lock") =
                 Arc::new(Semaphore::new(settings.poll.concurrency.max(1)));
             self.inner.env.write().expect("env lock").settings = settings.poll.clone();
@@ -147,12 +151,17 @@ impl Scheduler {
                 self.jobs.remove(&entry.job).await?;
             }
         } else {
-            *self.inner.http.write().expect("http lock") = crate::http::client(&settings.http, settings.poll.timeout)?;
+            *self.inner.http.write().expect("http lock") =
+                crate::http::client(&settings.http, settings.poll.timeout)?;
         }
         self.apply_tenants(&settings.tenants, false).await
     }
 
-    async fn apply_tenants(&mut self, tenants: &[TenantSettings], first: bool) -> Result<(), SchedulerError> {
+    async fn apply_tenants(
+        &mut self,
+        tenants: &[TenantSettings],
+        first: bool,
+    ) -> Result<(), SchedulerError> {
         let wanted: HashMap<&str, &TenantSettings> = tenants
             .iter()
             .filter(|t| t.enabled)
@@ -196,7 +205,8 @@ impl Scheduler {
             };
             let job = self.job(Arc::clone(&runtime))?;
             let job = self.jobs.add(job).await?;
-            self.entries.insert(tenant.tenant_id.clone(), Entry { job, fingerprint });
+            self.entries
+                .insert(tenant.tenant_id.clone(), Entry { job, fingerprint });
             self.inner
                 .health
                 .lock()
@@ -267,8 +277,14 @@ impl Scheduler {
         let _ = self.jobs.shutdown().await;
         self.inner.cancel.cancel();
         self.inner.tracker.close();
-        if tokio::time::timeout(grace, self.inner.tracker.wait()).await.is_err() {
-            tracing::warn!(event = "shutdown_timeout", "polls still running after {grace:?}; stopping anyway");
+        if tokio::time::timeout(grace, self.inner.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                event = "shutdown_timeout",
+                "polls still running after {grace:?}; stopping anyway"
+            );
         }
     }
 
@@ -382,7 +398,9 @@ pub fn failure_summary(e: &PollError) -> String {
         }
     }
     match e {
-        PollError::Api(crate::api::ApiError::Forbidden { .. }) => "role missing (HTTP 403)".to_owned(),
+        PollError::Api(crate::api::ApiError::Forbidden { .. }) => {
+            "role missing (HTTP 403)".to_owned()
+        }
         PollError::Api(crate::api::ApiError::Throttled { .. }) => "throttled".to_owned(),
         other => {
             let text = other.to_string();
@@ -395,10 +413,17 @@ pub fn failure_summary(e: &PollError) -> String {
 /// counts as a change.
 fn fingerprint(t: &TenantSettings) -> u64 {
     let credential = match &t.credential {
-        Credential::Secret(s) => format!("secret:{:x}", xxhash_rust::xxh3::xxh3_64(s.expose_secret().as_bytes())),
+        Credential::Secret(s) => format!(
+            "secret:{:x}",
+            xxhash_rust::xxh3::xxh3_64(s.expose_secret().as_bytes())
+        ),
         Credential::Certificate { path, legacy_rs256 } => {
             let contents = std::fs::read(path).unwrap_or_default();
-            format!("cert:{}:{legacy_rs256}:{:x}", path.display(), xxhash_rust::xxh3::xxh3_64(&contents))
+            format!(
+                "cert:{}:{legacy_rs256}:{:x}",
+                path.display(),
+                xxhash_rust::xxh3::xxh3_64(&contents)
+            )
         }
     };
     let text = format!(
@@ -431,7 +456,12 @@ pub async fn poll_all_once(
         let poll = TenantPoll {
             name: name.clone(),
             tenant_id: tenant.tenant_id.clone(),
-            api: AlertsApi::new(http.clone(), &tenant.api_url, tokens, Arc::new(CallBudget::default())),
+            api: AlertsApi::new(
+                http.clone(),
+                &tenant.api_url,
+                tokens,
+                Arc::new(CallBudget::default()),
+            ),
         };
         let (env, permits, cancel) = (env.clone(), Arc::clone(&permits), cancel.clone());
         tasks.spawn(async move {

@@ -102,11 +102,7 @@ impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (date, secs_of_day, frac) = self.split();
         let (h, m, s) = (secs_of_day / 3600, secs_of_day / 60 % 60, secs_of_day % 60);
-        write!(
-            f,
-            "{}T{h:02}:{m:02}:{s:02}.{frac:07}Z",
-            format_date(date)
-        )
+        write!(f, "{}T{h:02}:{m:02}:{s:02}.{frac:07}Z", format_date(date))
     }
 }
 
@@ -154,7 +150,11 @@ fn parse_inner(b: &[u8]) -> Option<Timestamp> {
             return None;
         }
         for i in 0..7 {
-            frac = frac * 10 + rest.get(1 + i).filter(|_| i < digits).map_or(0, |c| i64::from(c - b'0'));
+            frac = frac * 10
+                + rest
+                    .get(1 + i)
+                    .filter(|_| i < digits)
+                    .map_or(0, |c| i64::from(c - b'0'));
         }
         rest = &rest[1 + digits..];
     }
@@ -218,7 +218,9 @@ mod tests {
         let d = Timestamp::parse("2021-01-26T20:33:59Z").unwrap();
         assert_eq!(a.ticks() - d.ticks(), 2_000_000);
         assert_eq!(
-            Timestamp::parse("2021-01-26T20:33:50.19Z").unwrap().to_string(),
+            Timestamp::parse("2021-01-26T20:33:50.19Z")
+                .unwrap()
+                .to_string(),
             "2021-01-26T20:33:50.1900000Z"
         );
     }
@@ -259,7 +261,13 @@ mod tests {
         let back = ts.to_system_time();
         let diff = now.duration_since(back).unwrap_or_default();
         assert!(diff < Duration::from_micros(1));
-        assert_eq!(ts.saturating_sub(Duration::from_secs(1)).since(ts), Duration::ZERO);
-        assert_eq!(ts.since(ts.saturating_sub(Duration::from_secs(1))), Duration::from_secs(1));
+        assert_eq!(
+            ts.saturating_sub(Duration::from_secs(1)).since(ts),
+            Duration::ZERO
+        );
+        assert_eq!(
+            ts.since(ts.saturating_sub(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
     }
 }

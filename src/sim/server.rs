@@ -526,7 +526,11 @@ async fn answer(
     };
     // Server-driven paging hands out `server_page` at a time, the rest of
     // `$top` behind a nextLink that carries the same filter.
-    let page = s.opts.server_page.filter(|n| *n > 0 && *n < top).unwrap_or(top);
+    let page = s
+        .opts
+        .server_page
+        .filter(|n| *n > 0 && *n < top)
+        .unwrap_or(top);
     let (body, matched) = {
         let sets = read(&s.alerts);
         match sets.get(tenant) {
@@ -547,7 +551,12 @@ async fn answer(
         }
     };
     let body = if page < top && skip + page < matched {
-        let mut link = format!("{}/api/alerts?$top={}&$skip={}", s.base_url, top - page, skip + page);
+        let mut link = format!(
+            "{}/api/alerts?$top={}&$skip={}",
+            s.base_url,
+            top - page,
+            skip + page
+        );
         if let Some(f) = &opts.filter {
             link.push_str("&$filter=");
             link.push_str(&encode_query_value(f));
@@ -588,7 +597,9 @@ async fn answer(
 fn encode_query_value(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b':' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

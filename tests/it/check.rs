@@ -12,7 +12,12 @@ async fn check_json_reports_healthy_unconsented_and_roleless_tenants() {
     w.tenant_with("fabrikam", false, &["Alert.Read.All"]);
     w.tenant_with("northwind", true, &[]);
     let run = w.run(&w.config(""), &["check", "--json"]).await;
-    assert_eq!(run.code, Some(1), "one failing tenant makes check exit 1: {}", run.stderr);
+    assert_eq!(
+        run.code,
+        Some(1),
+        "one failing tenant makes check exit 1: {}",
+        run.stderr
+    );
     let results: Vec<Value> = serde_json::from_str(&run.stdout).expect("one JSON array");
     assert_eq!(results.len(), 3);
 
@@ -25,13 +30,19 @@ async fn check_json_reports_healthy_unconsented_and_roleless_tenants() {
     let fabrikam = &results[1];
     assert_eq!(fabrikam["ok"], false);
     assert_eq!(fabrikam["stage"], "token");
-    assert!(fabrikam["problem"].as_str().unwrap().contains("AADSTS700016"));
+    assert!(fabrikam["problem"]
+        .as_str()
+        .unwrap()
+        .contains("AADSTS700016"));
     assert!(fabrikam["hint"].as_str().unwrap().contains("consent-url"));
 
     let northwind = &results[2];
     assert_eq!(northwind["ok"], false);
     assert_eq!(northwind["stage"], "claims");
-    assert!(northwind["problem"].as_str().unwrap().contains("Alert.Read.All"));
+    assert!(northwind["problem"]
+        .as_str()
+        .unwrap()
+        .contains("Alert.Read.All"));
     assert_eq!(northwind["roles"], serde_json::json!([]));
 
     for text in [&run.stdout, &run.stderr] {

@@ -62,7 +62,11 @@ impl World {
         let id = format!("{n:08x}-aaaa-4bbb-8ccc-{:012x}", u64::from(n) * 7919);
         self.sim.add_tenant(SimTenant {
             tenant_id: id.clone(),
-            consented_apps: if consented { vec![APP_ID.to_owned()] } else { vec![] },
+            consented_apps: if consented {
+                vec![APP_ID.to_owned()]
+            } else {
+                vec![]
+            },
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
             has_mde: true,
         });
@@ -145,7 +149,10 @@ format = "json"
 
 pub fn read_records(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    assert!(text.is_empty() || text.ends_with('\n'), "the output ends with a whole line");
+    assert!(
+        text.is_empty() || text.ends_with('\n'),
+        "the output ends with a whole line"
+    );
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line is not JSON ({e}): {l}")))
         .collect()
@@ -156,7 +163,10 @@ pub fn version_of(record: &Value) -> (String, String, String) {
     (
         record["tenant"]["id"].as_str().unwrap().to_owned(),
         record["alert"]["id"].as_str().unwrap().to_owned(),
-        record["alert"]["lastUpdateTime"].as_str().unwrap().to_owned(),
+        record["alert"]["lastUpdateTime"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
     )
 }
 

@@ -3,7 +3,8 @@
 
 use crate::common::*;
 
-const GOOD_TENANT: &str = "[tenants.contoso]\ntenant_id = \"11111111-1111-4111-8111-111111111111\"\n";
+const GOOD_TENANT: &str =
+    "[tenants.contoso]\ntenant_id = \"11111111-1111-4111-8111-111111111111\"\n";
 
 fn base(extra: &str) -> String {
     format!(
@@ -36,11 +37,24 @@ async fn each_config_error_exits_78_naming_its_key() {
     for (what, text, key) in cases {
         let path = w.path("bad.toml");
         std::fs::write(&path, &text).unwrap();
-        for args in [&["check", "--config-only"][..], &["once"][..], &["run"][..], &["status"][..]] {
+        for args in [
+            &["check", "--config-only"][..],
+            &["once"][..],
+            &["run"][..],
+            &["status"][..],
+        ] {
             let run = w.run(&path, args).await;
             assert_eq!(run.code, Some(78), "{what} with {args:?}: {}", run.stderr);
-            assert!(run.stderr.contains(key), "{what}: the message names {key}: {}", run.stderr);
-            assert!(run.stderr.contains("bad.toml"), "{what}: the message names the file: {}", run.stderr);
+            assert!(
+                run.stderr.contains(key),
+                "{what}: the message names {key}: {}",
+                run.stderr
+            );
+            assert!(
+                run.stderr.contains("bad.toml"),
+                "{what}: the message names the file: {}",
+                run.stderr
+            );
             assert!(run.stdout.is_empty());
         }
     }
@@ -49,7 +63,9 @@ async fn each_config_error_exits_78_naming_its_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_config_file_exits_78_naming_the_path() {
     let w = World::new().await;
-    let run = w.run(&w.path("nowhere.toml"), &["check", "--config-only"]).await;
+    let run = w
+        .run(&w.path("nowhere.toml"), &["check", "--config-only"])
+        .await;
     assert_eq!(run.code, Some(78));
     assert!(run.stderr.contains("nowhere.toml"), "{}", run.stderr);
 }
@@ -68,7 +84,12 @@ async fn the_example_config_passes_the_offline_check() {
         .output()
         .await
         .unwrap();
-    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     assert!(String::from_utf8_lossy(&run.stdout).contains("config OK"));
 }
 
@@ -77,7 +98,17 @@ async fn a_ca_bundle_with_a_certificate_is_accepted() {
     let mut w = World::new().await;
     w.tenant("contoso");
     let made = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=corp-ca", "-days", "2"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=corp-ca",
+            "-days",
+            "2",
+        ])
         .arg("-keyout")
         .arg(w.path("ca.key"))
         .arg("-out")

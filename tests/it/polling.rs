@@ -25,7 +25,10 @@ async fn first_poll_backfills_first_lookback_and_no_further() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 
     let records = w.records();
-    let ids: HashSet<&str> = records.iter().map(|r| r["alert"]["id"].as_str().unwrap()).collect();
+    let ids: HashSet<&str> = records
+        .iter()
+        .map(|r| r["alert"]["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 40);
     assert!(inside.iter().all(|id| ids.contains(id.as_str())));
     assert!(outside.iter().all(|id| !ids.contains(id.as_str())));
@@ -36,7 +39,10 @@ async fn first_poll_backfills_first_lookback_and_no_further() {
         assert_eq!(r["tenant"]["id"], t.as_str());
         assert!(Timestamp::parse(r["@timestamp"].as_str().unwrap()).is_ok());
     }
-    assert!(run.stdout.is_empty(), "records go to the output file, nothing to stdout");
+    assert!(
+        run.stdout.is_empty(),
+        "records go to the output file, nothing to stdout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,10 +53,17 @@ async fn alerts_are_emitted_verbatim() {
     assert_eq!(w.once(&w.config(POLL)).await.code, Some(0));
     let current = w.sim.current(&t);
     for r in w.records() {
-        let mut original = current.iter().find(|a| a["id"] == r["alert"]["id"]).unwrap().clone();
+        let mut original = current
+            .iter()
+            .find(|a| a["id"] == r["alert"]["id"])
+            .unwrap()
+            .clone();
         // Without $expand=evidence the API sends an empty evidence list.
         original["evidence"] = serde_json::json!([]);
-        assert_eq!(r["alert"], original, "the alert object is passed through unchanged");
+        assert_eq!(
+            r["alert"], original,
+            "the alert object is passed through unchanged"
+        );
     }
 }
 
@@ -64,7 +77,9 @@ async fn late_alert_inside_lookback_is_emitted() {
     assert_eq!(w.records().len(), 10);
 
     // Arrives now, stamped five minutes ago: older than the cursor, inside lookback.
-    let late = w.sim.generate_alerts(&t, 1, ago(5 * MIN), ago(5 * MIN - Duration::from_secs(1)));
+    let late = w
+        .sim
+        .generate_alerts(&t, 1, ago(5 * MIN), ago(5 * MIN - Duration::from_secs(1)));
     assert_eq!(w.once(&config).await.code, Some(0));
     let records = w.records();
     assert_eq!(records.len(), 11);
@@ -76,7 +91,11 @@ async fn late_alert_inside_lookback_is_emitted() {
 async fn full_pages_split_and_nothing_is_lost() {
     let mut w = World::new().await;
     let t = w.tenant("contoso");
-    let mut expected: HashSet<String> = w.sim.generate_alerts(&t, 500, ago(150 * MIN), ago(MIN)).into_iter().collect();
+    let mut expected: HashSet<String> = w
+        .sim
+        .generate_alerts(&t, 500, ago(150 * MIN), ago(MIN))
+        .into_iter()
+        .collect();
     // One instant holding more than a page: only $skip can read it.
     let instant = ago(30 * MIN);
     for i in 0..40 {
@@ -91,13 +110,29 @@ async fn full_pages_split_and_nothing_is_lost() {
 
     let records = w.records();
     assert_no_duplicates(&records);
-    let got: HashSet<String> = records.iter().map(|r| r["alert"]["id"].as_str().unwrap().to_owned()).collect();
+    let got: HashSet<String> = records
+        .iter()
+        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(got, expected, "every alert of the window, each once");
 
-    let calls: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == RequestKind::Alerts).collect();
+    let calls: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Alerts)
+        .collect();
     assert!(calls.iter().all(|c| c.top == Some(25)));
-    assert!(calls.iter().any(|c| c.filter.as_deref().unwrap_or("").contains(" lt ")), "full windows were split");
-    assert!(calls.iter().any(|c| c.skip.unwrap_or(0) > 0), "the crowded instant was paged with $skip");
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.filter.as_deref().unwrap_or("").contains(" lt ")),
+        "full windows were split"
+    );
+    assert!(
+        calls.iter().any(|c| c.skip.unwrap_or(0) > 0),
+        "the crowded instant was paged with $skip"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +148,11 @@ async fn an_update_is_emitted_once_as_update() {
     assert_eq!(w.once(&config).await.code, Some(0));
 
     let records = w.records();
-    assert_eq!(records.len(), 9, "8 new + 1 update, and the third poll emits nothing");
+    assert_eq!(
+        records.len(),
+        9,
+        "8 new + 1 update, and the third poll emits nothing"
+    );
     let update = &records[8];
     assert_eq!(update["change"], "update");
     assert_eq!(update["alert"]["id"], ids[3].as_str());
@@ -125,15 +164,25 @@ async fn an_update_is_emitted_once_as_update() {
 async fn an_overlapping_reread_emits_nothing() {
     let mut w = World::new().await;
     let t = w.tenant("contoso");
-    w.sim.generate_alerts(&t, 30, ago(8 * MIN), ago(Duration::from_secs(5)));
+    w.sim
+        .generate_alerts(&t, 30, ago(8 * MIN), ago(Duration::from_secs(5)));
     let config = w.config(POLL);
     assert_eq!(w.once(&config).await.code, Some(0));
     w.sim.clear_requests();
     let second = w.once(&config).await;
     assert_eq!(second.code, Some(0));
-    assert_eq!(w.records().len(), 30, "the second poll re-read the same window and emitted nothing");
+    assert_eq!(
+        w.records().len(),
+        30,
+        "the second poll re-read the same window and emitted nothing"
+    );
     // The second poll really did re-read: its window starts lookback behind the cursor.
-    let calls: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == RequestKind::Alerts && r.status == 200).collect();
+    let calls: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Alerts && r.status == 200)
+        .collect();
     assert!(!calls.is_empty());
     let finished = events(&second.stderr, "poll_finished");
     assert_eq!(finished[0]["seen"], 30);
@@ -148,9 +197,17 @@ async fn a_tenant_without_consent_does_not_delay_the_others() {
     w.sim.generate_alerts(&good, 20, ago(HOUR), ago(MIN));
     let started = Instant::now();
     let run = w.once(&w.config(POLL)).await;
-    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(run.code, Some(1), "a failed tenant makes `once` exit 1");
-    assert_eq!(w.records().len(), 20, "the consented tenant's alerts were all emitted");
+    assert_eq!(
+        w.records().len(),
+        20,
+        "the consented tenant's alerts were all emitted"
+    );
     let failed = events(&run.stderr, "tenant_auth_failed");
     assert_eq!(failed.len(), 1, "{}", run.stderr);
     assert_eq!(failed[0]["tenant"], "fabrikam");
@@ -174,8 +231,16 @@ async fn alerts_of_each_tenant_carry_that_tenant() {
     let mut w = World::new().await;
     let a = w.tenant("contoso");
     let b = w.tenant("northwind");
-    let ids_a: HashSet<String> = w.sim.generate_alerts(&a, 15, ago(HOUR), ago(MIN)).into_iter().collect();
-    let ids_b: HashSet<String> = w.sim.generate_alerts(&b, 15, ago(HOUR), ago(MIN)).into_iter().collect();
+    let ids_a: HashSet<String> = w
+        .sim
+        .generate_alerts(&a, 15, ago(HOUR), ago(MIN))
+        .into_iter()
+        .collect();
+    let ids_b: HashSet<String> = w
+        .sim
+        .generate_alerts(&b, 15, ago(HOUR), ago(MIN))
+        .into_iter()
+        .collect();
     assert_eq!(w.once(&w.config(POLL)).await.code, Some(0));
     for r in w.records() {
         let id = r["alert"]["id"].as_str().unwrap();
@@ -213,7 +278,10 @@ async fn an_alert_stamped_far_in_the_future_does_not_drag_the_cursor_along() {
     let t = w.tenant("contoso");
     w.sim.generate_alerts(&t, 3, ago(HOUR), ago(MIN));
     w.sim
-        .insert_alert(&t, serde_json::json!({"id": "from-2099", "lastUpdateTime": "2099-01-01T00:00:00Z"}))
+        .insert_alert(
+            &t,
+            serde_json::json!({"id": "from-2099", "lastUpdateTime": "2099-01-01T00:00:00Z"}),
+        )
         .unwrap();
     let config = w.config(POLL);
     assert_eq!(w.once(&config).await.code, Some(0));
@@ -221,7 +289,10 @@ async fn an_alert_stamped_far_in_the_future_does_not_drag_the_cursor_along() {
     // An ordinary late alert after it is still found.
     let late = w.sim.generate_alerts(&t, 1, ago(3 * MIN), ago(2 * MIN));
     assert_eq!(w.once(&config).await.code, Some(0));
-    assert!(w.records().iter().any(|r| r["alert"]["id"] == late[0].as_str()));
+    assert!(w
+        .records()
+        .iter()
+        .any(|r| r["alert"]["id"] == late[0].as_str()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,32 +304,68 @@ async fn a_next_link_is_followed_and_a_capped_chain_is_still_split() {
     })
     .await;
     let t = w.tenant("contoso");
-    let expected: HashSet<String> = w.sim.generate_alerts(&t, 180, ago(2 * HOUR), ago(MIN)).into_iter().collect();
+    let expected: HashSet<String> = w
+        .sim
+        .generate_alerts(&t, 180, ago(2 * HOUR), ago(MIN))
+        .into_iter()
+        .collect();
     let run = w.once(&w.config(POLL)).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let records = w.records();
     assert_no_duplicates(&records);
-    let got: HashSet<String> = records.iter().map(|r| r["alert"]["id"].as_str().unwrap().to_owned()).collect();
+    let got: HashSet<String> = records
+        .iter()
+        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(got, expected);
-    let calls: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == RequestKind::Alerts).collect();
-    assert!(calls.iter().any(|c| c.skip.unwrap_or(0) > 0), "nextLinks were followed");
+    let calls: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Alerts)
+        .collect();
+    assert!(
+        calls.iter().any(|c| c.skip.unwrap_or(0) > 0),
+        "nextLinks were followed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ecs_and_ocsf_outputs_carry_the_same_alerts_once() {
     for (format, id_of) in [
-        ("ecs", (|r: &serde_json::Value| r["mde"]["alert"]["id"].clone()) as fn(&serde_json::Value) -> serde_json::Value),
-        ("ocsf", |r: &serde_json::Value| r["unmapped"]["alert"]["id"].clone()),
+        (
+            "ecs",
+            (|r: &serde_json::Value| r["mde"]["alert"]["id"].clone())
+                as fn(&serde_json::Value) -> serde_json::Value,
+        ),
+        ("ocsf", |r: &serde_json::Value| {
+            r["unmapped"]["alert"]["id"].clone()
+        }),
     ] {
         let mut w = World::new().await;
         let t = w.tenant("contoso");
-        let ids: HashSet<String> = w.sim.generate_alerts(&t, 12, ago(HOUR), ago(MIN)).into_iter().collect();
+        let ids: HashSet<String> = w
+            .sim
+            .generate_alerts(&t, 12, ago(HOUR), ago(MIN))
+            .into_iter()
+            .collect();
         let config = w.config_with(POLL, "");
-        edit_file(&config, "path = \"alerts.ndjson\"", &format!("path = \"alerts.ndjson\"\nformat = \"{format}\""));
+        edit_file(
+            &config,
+            "path = \"alerts.ndjson\"",
+            &format!("path = \"alerts.ndjson\"\nformat = \"{format}\""),
+        );
         assert_eq!(w.once(&config).await.code, Some(0));
-        assert_eq!(w.once(&config).await.code, Some(0), "a second poll emits nothing new");
+        assert_eq!(
+            w.once(&config).await.code,
+            Some(0),
+            "a second poll emits nothing new"
+        );
         let records = w.records();
-        let got: HashSet<String> = records.iter().map(|r| id_of(r).as_str().unwrap().to_owned()).collect();
+        let got: HashSet<String> = records
+            .iter()
+            .map(|r| id_of(r).as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(records.len(), 12, "{format}");
         assert_eq!(got, ids, "{format}");
         match format {

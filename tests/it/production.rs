@@ -506,7 +506,9 @@ async fn every_request_carries_the_partner_user_agent() {
 /// A forward proxy on loopback that records the first request line of each
 /// connection and pipes the bytes to the simulator (which, like any HTTP/1.1
 /// server, accepts the absolute-form request target a proxy client sends).
-async fn recording_proxy(upstream: std::net::SocketAddr) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+async fn recording_proxy(
+    upstream: std::net::SocketAddr,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -518,9 +520,15 @@ async fn recording_proxy(upstream: std::net::SocketAddr) -> (String, std::sync::
             tokio::spawn(async move {
                 let mut head = vec![0u8; 4096];
                 let n = client.read(&mut head).await.unwrap_or(0);
-                let first = String::from_utf8_lossy(&head[..n]).lines().next().unwrap_or("").to_owned();
+                let first = String::from_utf8_lossy(&head[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned();
                 log.lock().unwrap().push(first);
-                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else { return };
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
                 use tokio::io::AsyncWriteExt;
                 if server.write_all(&head[..n]).await.is_ok() {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;

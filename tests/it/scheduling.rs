@@ -17,7 +17,10 @@ async fn a_cron_schedule_polls_on_the_clock() {
     w.tenant("contoso");
     let config = w.config("schedule = \"* * * * * *\"\nfirst_lookback = \"1h\"");
     let daemon = w.daemon(&config);
-    until("three polls on a one-second cron schedule", || daemon.events("poll_finished").len() >= 3).await;
+    until("three polls on a one-second cron schedule", || {
+        daemon.events("poll_finished").len() >= 3
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -34,17 +37,35 @@ async fn a_slow_poll_is_never_overlapped_by_the_next_tick() {
             ..Faults::none()
         },
     );
-    let config = w.config_with("interval = \"1s\"\ntimeout = \"10s\"\nfirst_lookback = \"1h\"", "");
+    let config = w.config_with(
+        "interval = \"1s\"\ntimeout = \"10s\"\nfirst_lookback = \"1h\"",
+        "",
+    );
     edit_file(&config, "level = \"info\"", "level = \"debug\"");
     let daemon = w.daemon(&config);
-    until("two finished polls", || daemon.events("poll_finished").len() >= 2).await;
-    assert!(!daemon.events("poll_skipped").is_empty(), "ticks during a running poll were skipped");
+    until("two finished polls", || {
+        daemon.events("poll_finished").len() >= 2
+    })
+    .await;
+    assert!(
+        !daemon.events("poll_skipped").is_empty(),
+        "ticks during a running poll were skipped"
+    );
     // Never two requests of this tenant in flight at once: each answer comes
     // a full stall after the previous one.
-    let answered: Vec<_> = w.sim.requests().into_iter().filter(|r| r.kind == mde_poller::sim::RequestKind::Alerts).map(|r| r.at).collect();
+    let answered: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == mde_poller::sim::RequestKind::Alerts)
+        .map(|r| r.at)
+        .collect();
     for pair in answered.windows(2) {
         let gap = pair[1].duration_since(pair[0]).unwrap_or_default();
-        assert!(gap >= Duration::from_millis(2400), "overlapping requests {gap:?} apart");
+        assert!(
+            gap >= Duration::from_millis(2400),
+            "overlapping requests {gap:?} apart"
+        );
     }
     assert_no_duplicates(&w.records());
 }
