@@ -156,7 +156,26 @@ async fn an_update_is_emitted_once_as_update() {
     let update = &records[8];
     assert_eq!(update["change"], "update");
     assert_eq!(update["alert"]["id"], ids[3].as_str());
-    assert_eq!(update["alert"]["status"], "InProgress");
+    let first = records[..8]
+        .iter()
+        .find(|r| r["alert"]["id"] == ids[3].as_str())
+        .unwrap();
+    let mut current = w
+        .sim
+        .current(&t)
+        .into_iter()
+        .find(|a| a["id"] == ids[3].as_str())
+        .unwrap();
+    current["evidence"] = serde_json::json!([]);
+    assert_eq!(
+        update["alert"], current,
+        "the update carries the alert as it is now"
+    );
+    let (old, new) = (
+        first["alert"]["lastUpdateTime"].as_str().unwrap(),
+        update["alert"]["lastUpdateTime"].as_str().unwrap(),
+    );
+    assert!(Timestamp::parse(new).unwrap() > Timestamp::parse(old).unwrap());
     assert_no_duplicates(&records);
 }
 
