@@ -73,10 +73,10 @@ fn encode(value: &str) -> String {
 }
 
 /// One HTTP answer's body, kept as bytes so that alerts can be borrowed from
-/// it without a copy.
+/// it without a copy. Its buffer goes back to the caller for the next page.
 #[derive(Debug)]
 pub struct PageBody {
-    bytes: bytes::Bytes,
+    bytes: Vec<u8>,
 }
 
 /// A parsed page: the alerts as raw JSON borrowed from the body.
@@ -95,6 +95,13 @@ impl PageBody {
 
     pub fn len_bytes(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// The buffer, to read the next page into: a poll reuses one ~12 MB
+    /// buffer instead of allocating one per page, which glibc would keep
+    /// around in a different arena per thread.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
     }
 }
 
@@ -174,8 +181,18 @@ impl AlertsApi {
         query: &Query,
         cancel: &CancellationToken,
     ) -> Result<PageBody, ApiError> {
+        self.fetch_into(query, cancel, Vec::new()).await
+    }
+
+    /// [`fetch`](Self::fetch), reading the body into `buf`.
+    pub async fn fetch_into(
+        &self,
+        query: &Query,
+        cancel: &CancellationToken,
+        buf: Vec<u8>,
+    ) -> Result<PageBody, ApiError> {
         let url = format!("{}/api/alerts?{}", self.base, query.query_string());
-        self.get_with_retries(&url, cancel).await
+        self.get_with_retries(&url, cancel, buf).await
     }
 
     /// Follows an `@odata.nextLink`, which must point at the same API host: the
@@ -184,6 +201,7 @@ impl AlertsApi {
         &self,
         link: &str,
         cancel: &CancellationToken,
+        buf: Vec<u8>,
     ) -> Result<PageBody, ApiError> {
         if !link.starts_with(&format!("{}/", self.base)) {
             return Err(ApiError::Malformed(format!(
@@ -191,13 +209,14 @@ impl AlertsApi {
                 self.base
             )));
         }
-        self.get_with_retries(link, cancel).await
+        self.get_with_retries(link, cancel, buf).await
     }
 
     async fn get_with_retries(
         &self,
         url: &str,
         cancel: &CancellationToken,
+        mut buf: Vec<u8>,
     ) -> Result<PageBody, ApiError> {
         let mut backoff = Backoff::for_requests();
         let mut renewed_token = false;
@@ -205,7 +224,7 @@ impl AlertsApi {
             let attempt = async {
                 self.budget.acquire().await;
                 let token = self.tokens.token().await?;
-                let result = self.get_once(url, token.bearer()).await;
+                let result = self.get_once(url, token.bearer(), &mut buf).await;
                 Ok::<_, ApiError>((token, result))
             };
             let (token, result) = tokio::select! {
@@ -218,7 +237,7 @@ impl AlertsApi {
                 },
             };
             let err = match result {
-                Ok(body) => return Ok(body),
+                Ok(()) => return Ok(PageBody { bytes: buf }),
                 Err(e) => e,
             };
             if let ApiError::Unauthorized { .. } = err {
@@ -254,7 +273,8 @@ impl AlertsApi {
         }
     }
 
-    async fn get_once(&self, url: &str, bearer: &str) -> Result<PageBody, ApiError> {
+    /// One request; on success `buf` holds the body.
+    async fn get_once(&self, url: &str, bearer: &str, buf: &mut Vec<u8>) -> Result<(), ApiError> {
         let response = self
             .http
             .get(url)
@@ -269,13 +289,13 @@ impl AlertsApi {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = read_body(response)
+        read_body(response, buf)
             .await
             .map_err(|e| ApiError::Transport(format!("reading the body: {}", describe(&e))))?;
         if status == 200 {
-            return Ok(PageBody { bytes });
+            return Ok(());
         }
-        let message = error_message(&bytes);
+        let message = error_message(buf);
         Err(match status {
             401 => ApiError::Unauthorized { message },
             403 => ApiError::Forbidden { message },
@@ -299,14 +319,18 @@ impl AlertsApi {
 /// network chunk dropped once copied. `Response::bytes` would hold every chunk
 /// until the end and then copy them all: twice a 10,000-alert page (~12 MB)
 /// at the peak, instead of once.
-async fn read_body(mut response: reqwest::Response) -> Result<bytes::Bytes, reqwest::Error> {
+async fn read_body(
+    mut response: reqwest::Response,
+    buf: &mut Vec<u8>,
+) -> Result<(), reqwest::Error> {
+    buf.clear();
     // Capped: the header is the server's word, not a promise.
     let hint = response.content_length().unwrap_or(0).min(64 << 20) as usize;
-    let mut buf = Vec::with_capacity(hint);
+    buf.reserve(hint);
     while let Some(chunk) = response.chunk().await? {
         buf.extend_from_slice(&chunk);
     }
-    Ok(bytes::Bytes::from(buf))
+    Ok(())
 }
 
 /// The `error.code: message` of an API error body, or a note that there was
@@ -432,9 +456,7 @@ mod tests {
     #[test]
     fn pages_borrow_alerts_verbatim() {
         let body = PageBody {
-            bytes: bytes::Bytes::from_static(
-                br#"{"@odata.context":"x","value":[{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}]}"#,
-            ),
+            bytes: br#"{"@odata.context":"x","value":[{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}]}"#.to_vec(),
         };
         let page = body.parse().unwrap();
         assert_eq!(page.value.len(), 1);

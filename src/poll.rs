@@ -162,6 +162,8 @@ pub async fn poll_tenant(
         cancel,
         report: PollReport::default(),
         cursor: cursor.clone(),
+        body_buf: Vec::new(),
+        out_buf: Vec::new(),
     };
     let lower = match &cursor {
         // Re-read `lookback` behind the newest change seen: alerts reach the
@@ -195,6 +197,10 @@ struct Run<'a> {
     report: PollReport,
     /// The newest lastUpdateTime seen so far (server text, exact ticks).
     cursor: Option<Cursor>,
+    /// Reused for every page of the poll: one body buffer and one output
+    /// buffer, rather than a fresh ~12 MB + 2 MB pair per page.
+    body_buf: Vec<u8>,
+    out_buf: Vec<u8>,
 }
 
 /// A window `[from, to)`; `to = None` is open-ended, so that an alert stamped
@@ -360,8 +366,14 @@ impl Run<'_> {
         loop {
             let api = &self.tenant.api;
             let body = match link {
-                Some(url) => api.fetch_link(url, self.cancel).await?,
-                None => api.fetch(query, self.cancel).await?,
+                Some(url) => {
+                    api.fetch_link(url, self.cancel, std::mem::take(&mut self.body_buf))
+                        .await?
+                }
+                None => {
+                    api.fetch_into(query, self.cancel, std::mem::take(&mut self.body_buf))
+                        .await?
+                }
             };
             self.report.requests += 1;
             let ctx = PageContext {
@@ -371,9 +383,15 @@ impl Run<'_> {
                 page_size: self.env.settings.page_size as usize,
                 accept_full,
             };
-            let outcome = tokio::task::spawn_blocking(move || handle_page(&ctx, body))
-                .await
-                .expect("page handler panicked");
+            let mut out = std::mem::take(&mut self.out_buf);
+            let (outcome, body, out) = tokio::task::spawn_blocking(move || {
+                let outcome = handle_page(&ctx, &body, &mut out);
+                (outcome, body, out)
+            })
+            .await
+            .expect("page handler panicked");
+            self.body_buf = body.into_buffer();
+            self.out_buf = out;
             match outcome {
                 Ok(page) => {
                     if let PageOutcome::Done {
@@ -496,7 +514,11 @@ struct Parsed<'a> {
 
 /// Parses, dedups, emits and records one page (blocking: runs on the blocking
 /// pool so a fetch → emit → commit cycle is never cut by cancellation).
-fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageError> {
+fn handle_page(
+    ctx: &PageContext,
+    body: &PageBody,
+    buf: &mut Vec<u8>,
+) -> Result<PageOutcome, PageError> {
     let page = body
         .parse()
         .map_err(|e| PageError::Malformed(e.to_string()))?;
@@ -568,7 +590,8 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
     let now = Timestamp::now();
     let mut emitted_here: HashMap<&str, (Timestamp, u64)> = HashMap::new();
     let mut versions = Vec::new();
-    let mut buf = Vec::with_capacity((WRITE_CHUNK + CHUNK_HEADROOM).min(body.len_bytes() + 4096));
+    buf.clear();
+    buf.reserve((WRITE_CHUNK + CHUNK_HEADROOM).min(body.len_bytes() + 4096));
     let format = ctx.env.emitter.format();
     for p in &parsed {
         let at = p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0);
@@ -592,10 +615,10 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
             tenant_id: &ctx.tenant_id,
             alert: p.raw,
         };
-        output::render(&mut buf, format, &record)
+        output::render(buf, format, &record)
             .map_err(|e| PageError::Malformed(format!("an alert could not be rendered: {e}")))?;
         if buf.len() >= WRITE_CHUNK {
-            ctx.env.emitter.write(&buf).map_err(PageError::Output)?;
+            ctx.env.emitter.write(buf).map_err(PageError::Output)?;
             buf.clear();
         }
         emitted_here.insert(p.id.as_ref(), (at, p.hash));
@@ -610,7 +633,7 @@ fn handle_page(ctx: &PageContext, body: PageBody) -> Result<PageOutcome, PageErr
         });
     }
     if !buf.is_empty() {
-        ctx.env.emitter.write(&buf).map_err(PageError::Output)?;
+        ctx.env.emitter.write(buf).map_err(PageError::Output)?;
     }
     // Only now, with the lines durable, is the page recorded as emitted.
     if !versions.is_empty() {
