@@ -22,8 +22,10 @@ pub const PER_HOUR: usize = 1500;
 
 #[derive(Debug)]
 pub struct CallBudget {
-    per_minute: usize,
-    per_hour: usize,
+    /// (calls, window): the minute limit, then the hour limit. The long window
+    /// must be the longer one: the log keeps calls for its length.
+    short: (usize, Duration),
+    long: (usize, Duration),
     state: Mutex<State>,
 }
 
@@ -43,9 +45,16 @@ impl Default for CallBudget {
 
 impl CallBudget {
     pub fn new(per_minute: usize, per_hour: usize) -> Self {
+        Self::with_windows((per_minute, MINUTE), (per_hour, HOUR))
+    }
+
+    /// Limits over other windows than a minute and an hour: the same logic on
+    /// a faster clock, so that a test of the whole poll can watch the budget
+    /// spread calls out in seconds rather than minutes.
+    pub fn with_windows(short: (usize, Duration), long: (usize, Duration)) -> Self {
         CallBudget {
-            per_minute: per_minute.max(1),
-            per_hour: per_hour.max(1),
+            short: (short.0.max(1), short.1),
+            long: (long.0.max(1), long.1.max(short.1)),
             state: Mutex::new(State::default()),
         }
     }
@@ -69,12 +78,6 @@ impl CallBudget {
         }
     }
 
-    /// When the next call may be made, `None` for now.
-    pub fn next_allowed(&self) -> Option<Instant> {
-        let mut state = self.state.lock().expect("budget lock");
-        self.next_slot(&mut state, Instant::now())
-    }
-
     /// The server said `Retry-After: d`: no call for `d` from now.
     pub fn block_for(&self, d: Duration) {
         let until = Instant::now() + d;
@@ -83,10 +86,11 @@ impl CallBudget {
     }
 
     fn next_slot(&self, state: &mut State, now: Instant) -> Option<Instant> {
+        let long_window = self.long.1;
         while state
             .granted
             .front()
-            .is_some_and(|t| now.duration_since(*t) >= HOUR)
+            .is_some_and(|t| now.duration_since(*t) >= long_window)
         {
             state.granted.pop_front();
         }
@@ -98,19 +102,18 @@ impl CallBudget {
                 state.blocked_until = None;
             }
         }
-        if state.granted.len() >= self.per_hour {
-            let oldest = state.granted[state.granted.len() - self.per_hour];
-            earliest = earliest.max(oldest + HOUR);
-        }
-        let in_last_minute = state
-            .granted
-            .iter()
-            .rev()
-            .take_while(|t| now.duration_since(**t) < MINUTE)
-            .count();
-        if in_last_minute >= self.per_minute {
-            let oldest = state.granted[state.granted.len() - self.per_minute];
-            earliest = earliest.max(oldest + MINUTE);
+        for (calls, window) in [self.long, self.short] {
+            let in_window = state
+                .granted
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) < window)
+                .count();
+            if in_window >= calls {
+                // The call that must leave the window before another may enter.
+                let oldest = state.granted[state.granted.len() - calls];
+                earliest = earliest.max(oldest + window);
+            }
         }
         (earliest > now).then_some(earliest)
     }
