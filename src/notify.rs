@@ -112,34 +112,84 @@ impl SystemdObserver {
         if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
             return;
         }
-        let period = Duration::from_micros(usec);
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period / 2);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                let now_ms = this.started.elapsed().as_millis() as u64;
-                let last = this.last_progress_ms.load(Ordering::Relaxed);
-                if now_ms.saturating_sub(last) <= period.as_millis() as u64 {
-                    send(&[NotifyState::Watchdog]);
-                } else {
-                    tracing::error!(
-                        event = "scheduler_stalled",
-                        since_ms = now_ms - last,
-                        "scheduler made no progress; withholding the watchdog ping"
-                    );
-                }
+        tokio::spawn(
+            self.clone()
+                .watchdog(Duration::from_micros(usec), cancel, || {
+                    send(&[NotifyState::Watchdog])
+                }),
+        );
+    }
+
+    async fn watchdog(self, period: Duration, cancel: CancellationToken, ping: impl Fn()) {
+        let mut ticker = tokio::time::interval(period / 2);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
             }
-        });
+            let now_ms = self.started.elapsed().as_millis() as u64;
+            let last = self.last_progress_ms.load(Ordering::Relaxed);
+            if now_ms.saturating_sub(last) <= period.as_millis() as u64 {
+                ping();
+            } else {
+                tracing::error!(
+                    event = "scheduler_stalled",
+                    since_ms = now_ms - last,
+                    "scheduler made no progress; withholding the watchdog ping"
+                );
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_is_fed_only_while_the_scheduler_makes_progress() {
+        let observer = SystemdObserver::default();
+        let pings = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&pings);
+        let cancel = CancellationToken::new();
+        tokio::spawn(observer.clone().watchdog(
+            Duration::from_secs(10),
+            cancel.clone(),
+            move || {
+                counted.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
+        // The heartbeat job beats every second for 30 s: pings every 5 s.
+        for _ in 0..30 {
+            observer.progress();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let fed = pings.load(Ordering::Relaxed);
+        assert!(
+            (6..=7).contains(&fed),
+            "{fed} pings in 30 s at a 10 s watchdog"
+        );
+        // The scheduler wedges: after at most one more period, no more pings.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let after = pings.load(Ordering::Relaxed);
+        assert!(
+            after - fed <= 2,
+            "pings went on without progress: {}",
+            after - fed
+        );
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            pings.load(Ordering::Relaxed),
+            after,
+            "no ping at all once the heartbeat stopped"
+        );
+        // It comes back: pings resume.
+        observer.progress();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert!(pings.load(Ordering::Relaxed) > after);
+        cancel.cancel();
+    }
 
     #[test]
     fn status_line_names_the_failing_tenants() {
