@@ -69,3 +69,44 @@ async fn a_slow_poll_is_never_overlapped_by_the_next_tick() {
     }
     assert_no_duplicates(&w.records());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_more_tenants_poll_at_once_than_concurrency_allows() {
+    let mut w = World::new().await;
+    let tenants: Vec<String> = ["t1", "t2", "t3", "t4"]
+        .iter()
+        .map(|n| w.tenant(n))
+        .collect();
+    // Every API answer takes 400 ms: with concurrency 1 the tenants' calls
+    // queue one behind the other; with more they would overlap.
+    w.sim.set_faults(
+        None,
+        Faults {
+            p_stall: 1.0,
+            stall: Duration::from_millis(400),
+            ..Faults::none()
+        },
+    );
+    let config =
+        w.config("interval = \"1h\"\nconcurrency = 1\ntimeout = \"5s\"\nfirst_lookback = \"1h\"");
+    let run = w.once(&config).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let mut arrivals: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == mde_poller::sim::RequestKind::Alerts)
+        .map(|r| (r.at, r.tenant_id))
+        .collect();
+    arrivals.sort_by_key(|a| a.0);
+    let polled: std::collections::HashSet<_> =
+        arrivals.iter().filter_map(|a| a.1.clone()).collect();
+    assert_eq!(polled.len(), tenants.len(), "every tenant was polled");
+    for pair in arrivals.windows(2) {
+        let gap = pair[1].0.duration_since(pair[0].0).unwrap_or_default();
+        assert!(
+            gap >= Duration::from_millis(350),
+            "two polls overlapped ({gap:?} apart)"
+        );
+    }
+}
