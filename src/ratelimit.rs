@@ -62,19 +62,22 @@ impl CallBudget {
     /// Waits until a call is allowed, then counts it. Cancel-safe: a call is
     /// only counted when this returns.
     pub async fn acquire(&self) {
-        loop {
-            let wait = {
-                let mut state = self.state.lock().expect("budget lock");
-                let now = Instant::now();
-                match self.next_slot(&mut state, now) {
-                    None => {
-                        state.granted.push_back(now);
-                        return;
-                    }
-                    Some(at) => at,
-                }
-            };
-            tokio::time::sleep_until(wait).await;
+        while let Err(wait) = self.try_acquire_at(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Counts a call at `now` if the limits allow one, else says how long
+    /// until they do (nothing counted). The simulator's server side uses
+    /// this too: one implementation of the windows for both ends.
+    pub fn try_acquire_at(&self, now: Instant) -> Result<(), Duration> {
+        let mut state = self.state.lock().expect("budget lock");
+        match self.next_slot(&mut state, now) {
+            None => {
+                state.granted.push_back(now);
+                Ok(())
+            }
+            Some(at) => Err(at - now),
         }
     }
 

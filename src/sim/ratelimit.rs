@@ -2,29 +2,31 @@
 //! calls it accepted, per (application, tenant), as Microsoft counts them.
 //!
 //! Instants are tokio's, so tests on paused time can walk past a window.
+//! The windows themselves are the client's [`CallBudget`]: the same rules.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(3600);
+use crate::ratelimit::CallBudget;
 
+/// One [`CallBudget`] per (application, tenant): the client's own sliding
+/// windows, asked without waiting.
 pub(crate) struct RateLimiter {
-    per_minute: u32,
-    per_hour: u32,
-    calls: Mutex<HashMap<(String, String), VecDeque<Instant>>>,
+    per_minute: usize,
+    per_hour: usize,
+    budgets: Mutex<HashMap<(String, String), Arc<CallBudget>>>,
 }
 
 impl RateLimiter {
     /// A limit of 0 means no limit.
     pub(crate) fn new(per_minute: u32, per_hour: u32) -> Self {
+        let limit = |n: u32| if n == 0 { usize::MAX } else { n as usize };
         RateLimiter {
-            per_minute,
-            per_hour,
-            calls: Mutex::new(HashMap::new()),
+            per_minute: limit(per_minute),
+            per_hour: limit(per_hour),
+            budgets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -36,38 +38,26 @@ impl RateLimiter {
         tenant_id: &str,
         now: Instant,
     ) -> Result<(), u64> {
-        let mut calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
-        let q = calls
-            .entry((client_id.to_owned(), tenant_id.to_owned()))
-            .or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= HOUR) {
-            q.pop_front();
-        }
-        let in_minute = q.len() - q.partition_point(|t| now.duration_since(*t) >= MINUTE);
-        let mut wait = Duration::ZERO;
-        if self.per_minute > 0 && in_minute >= self.per_minute as usize {
-            // The call that must leave the window before one more fits.
-            let oldest = q[q.len() - self.per_minute as usize];
-            wait = wait.max((oldest + MINUTE).saturating_duration_since(now));
-        }
-        if self.per_hour > 0 && q.len() >= self.per_hour as usize {
-            let oldest = q[q.len() - self.per_hour as usize];
-            wait = wait.max((oldest + HOUR).saturating_duration_since(now));
-        }
-        let refused = (self.per_minute > 0 && in_minute >= self.per_minute as usize)
-            || (self.per_hour > 0 && q.len() >= self.per_hour as usize);
-        if refused {
+        let budget = Arc::clone(
+            self.budgets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry((client_id.to_owned(), tenant_id.to_owned()))
+                .or_insert_with(|| Arc::new(CallBudget::new(self.per_minute, self.per_hour))),
+        );
+        budget.try_acquire_at(now).map_err(|wait| {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            return Err(secs.max(1));
-        }
-        q.push_back(now);
-        Ok(())
+            secs.max(1)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     #[test]
     fn minute_window_refuses_then_frees_a_slot() {
