@@ -20,6 +20,13 @@ use crate::timestamp::Timestamp;
 /// Retries of one request within one poll (beyond the first try).
 const MAX_RETRIES: u32 = 5;
 
+/// A `Retry-After` longer than this ends the poll instead of being waited out.
+const LONG_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The longest `Retry-After` taken at its word; a larger one (a day, a bogus
+/// date) is treated as an hour, the span of the API's largest window.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// What to ask for: a half-open `lastUpdateTime` window and a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
@@ -174,6 +181,11 @@ impl AlertsApi {
         &self.tokens
     }
 
+    /// How long the server's last `Retry-After` still forbids calls.
+    pub fn blocked_for(&self) -> Option<Duration> {
+        self.budget.blocked_for()
+    }
+
     /// One page, retried within bounds; `cancel` abandons a request in flight
     /// (nothing has been written for it yet, so nothing is half done).
     pub async fn fetch(
@@ -248,14 +260,23 @@ impl AlertsApi {
                     continue;
                 }
             }
+            if let ApiError::Throttled { retry_after, .. } = &err {
+                // Obeyed through the budget, so no other call of this tenant
+                // slips in before the server's time has passed, in this poll
+                // or the next (the budget outlives the poll).
+                self.budget.block_for((*retry_after).min(MAX_RETRY_AFTER));
+            }
             if !err.is_retryable() || backoff.attempts() >= MAX_RETRIES {
                 return Err(err);
             }
             let mut delay = backoff.next_delay();
             if let ApiError::Throttled { retry_after, .. } = &err {
-                // Obeyed through the budget, so no other call of this tenant
-                // slips in before the server's time has passed.
-                self.budget.block_for(*retry_after);
+                if *retry_after > LONG_RETRY_AFTER {
+                    // Waiting here would hold one of the `concurrency` slots
+                    // that other tenants need: end the poll; the scheduler
+                    // skips this tenant until the budget opens again.
+                    return Err(err);
+                }
                 delay = Duration::ZERO;
             }
             tracing::warn!(

@@ -93,16 +93,23 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
         }
     };
     let roles = claims.roles.clone();
-    if let Some(tid) = &claims.tid {
-        if !tid.eq_ignore_ascii_case(&t.tenant_id) {
-            return CheckResult::failed(
-                &t,
-                "claims",
-                format!("the token was issued for tenant {tid}, not {}", t.tenant_id),
-                "check tenant_id and login_url: the token endpoint answered for another tenant",
-                roles,
-            );
-        }
+    let Some(tid) = &claims.tid else {
+        return CheckResult::failed(
+            &t,
+            "claims",
+            "the token carries no tid (tenant) claim".to_owned(),
+            "check login_url: the token endpoint does not look like Entra ID's",
+            roles,
+        );
+    };
+    if !tid.eq_ignore_ascii_case(&t.tenant_id) {
+        return CheckResult::failed(
+            &t,
+            "claims",
+            format!("the token was issued for tenant {tid}, not {}", t.tenant_id),
+            "check tenant_id and login_url: the token endpoint answered for another tenant",
+            roles,
+        );
     }
     if !roles.iter().any(|r| ALERT_ROLES.contains(&r.as_str())) {
         return CheckResult::failed(

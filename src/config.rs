@@ -1416,6 +1416,13 @@ impl Checker<'_> {
             if !self.readable_file(&key, &path) {
                 return Resolved::Failed;
             }
+            // Parsed now, so a half-written PEM or an encrypted key is a
+            // config error (exit 78, and a rejected reload) rather than a
+            // tenant that silently stops polling.
+            if let Err(e) = crate::auth::ClientCertificate::load(&path, s.legacy_rs256) {
+                self.problem(&key, e.to_string());
+                return Resolved::Failed;
+            }
             self.warn_if_shared(&key, &path);
             return Resolved::Ready(Credential::Certificate {
                 path,
@@ -2132,7 +2139,19 @@ mod tests {
     fn tenant_credential_replaces_the_apps_as_a_whole() {
         jail(|j| {
             secret_file(j, "secret", SECRET);
-            secret_file(j, "fabrikam.pem", "-----BEGIN CERTIFICATE-----\n");
+            // A real certificate and key: the file is parsed at load.
+            let made = std::process::Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=t", "-days", "2",
+                ])
+                .args(["-keyout", "k.pem", "-out", "c.pem"])
+                .current_dir(j.directory())
+                .output()
+                .expect("openssl runs");
+            assert!(made.status.success());
+            let pem = std::fs::read_to_string(j.directory().join("c.pem")).unwrap()
+                + &std::fs::read_to_string(j.directory().join("k.pem")).unwrap();
+            secret_file(j, "fabrikam.pem", &pem);
             config(
                 j,
                 &format!(

@@ -33,6 +33,10 @@ const CURSOR_HORIZON: std::time::Duration = std::time::Duration::from_secs(3600)
 /// line would make the buffer double to 4 MB on every full chunk.
 const CHUNK_HEADROOM: usize = 64 << 10;
 
+/// Pages of `$skip` within one instant before the server is taken to ignore
+/// `$skip` (a million alerts at the largest page size: none really exist).
+const MAX_INSTANT_PAGES: u32 = 100;
+
 /// Retries of a page that arrived as malformed JSON (a truncated body).
 const MALFORMED_RETRIES: u32 = 5;
 
@@ -168,7 +172,9 @@ pub async fn poll_tenant(
     let lower = match &cursor {
         // Re-read `lookback` behind the newest change seen: alerts reach the
         // API late, with a lastUpdateTime older than ones already returned.
-        Some(c) => c.at.saturating_sub(env.settings.lookback),
+        // Never from a cursor ahead of our clock (a fast replica stamped an
+        // alert minutes ahead): `lookback` counts back from now at the latest.
+        Some(c) => c.at.min(started).saturating_sub(env.settings.lookback),
         None => started.saturating_sub(env.settings.first_lookback),
     };
     let result = run.windows(lower).await;
@@ -262,7 +268,11 @@ impl Run<'_> {
                     count,
                     next_link: None,
                 } => {
-                    density = Some(count as f64 / width.max(1) as f64);
+                    // A window under a second (a crowded instant just read)
+                    // says nothing about the density around it.
+                    if width >= crate::timestamp::TICKS_PER_SECOND {
+                        density = Some(count as f64 / width as f64);
+                    }
                     None
                 }
                 Handled::Done {
@@ -320,7 +330,7 @@ impl Run<'_> {
         let page_size = self.env.settings.page_size;
         let mut skip = 0u32;
         tracing::warn!(event = "instant_paging", tenant = %self.tenant.name, at = %at, "one instant holds a full page: paging with $skip");
-        loop {
+        for _ in 0..MAX_INSTANT_PAGES {
             let query = Query {
                 from: at,
                 to: Some(Timestamp::from_ticks(at.ticks() + 1)),
@@ -329,10 +339,22 @@ impl Run<'_> {
                 expand_evidence: self.env.settings.expand_evidence,
             };
             match self.fetch_and_handle(&query, None, true).await? {
+                Handled::Done {
+                    next_link: Some(link),
+                    ..
+                } => {
+                    // The server pages this instant itself.
+                    self.follow_links(link).await?;
+                    return Ok(());
+                }
                 Handled::Done { count, .. } if count < page_size as usize => return Ok(()),
                 _ => skip = skip.saturating_add(page_size),
             }
         }
+        // A server that ignores $skip answers the same full page forever.
+        Err(PollError::Malformed(format!(
+            "the API returned {MAX_INSTANT_PAGES} full pages for the one instant {at}: it seems to ignore $skip"
+        )))
     }
 
     /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held.

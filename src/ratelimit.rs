@@ -81,6 +81,13 @@ impl CallBudget {
         }
     }
 
+    /// Time left on the server's last `Retry-After`, if any.
+    pub fn blocked_for(&self) -> Option<Duration> {
+        let state = self.state.lock().expect("budget lock");
+        let now = Instant::now();
+        state.blocked_until.filter(|u| *u > now).map(|u| u - now)
+    }
+
     /// The server said `Retry-After: d`: no call for `d` from now.
     pub fn block_for(&self, d: Duration) {
         let until = Instant::now() + d;

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::api::AlertsApi;
 use crate::auth::TokenSource;
-use crate::config::{Credential, PollSettings, Settings, TenantSettings};
+use crate::config::{Credential, HttpSettings, PollSettings, Settings, TenantSettings};
 use crate::poll::{self, PollEnv, PollError, PollReport, TenantPoll};
 use crate::ratelimit::CallBudget;
 
@@ -131,7 +131,7 @@ impl Scheduler {
             entries: HashMap::new(),
             poll_settings: settings.poll.clone(),
         };
-        scheduler.apply_tenants(&settings.tenants, true).await?;
+        scheduler.apply_tenants(settings, true).await?;
         Ok(scheduler)
     }
 
@@ -154,14 +154,15 @@ impl Scheduler {
             *self.inner.http.write().expect("http lock") =
                 crate::http::client(&settings.http, settings.poll.timeout)?;
         }
-        self.apply_tenants(&settings.tenants, false).await
+        self.apply_tenants(settings, false).await
     }
 
     async fn apply_tenants(
         &mut self,
-        tenants: &[TenantSettings],
+        settings: &Settings,
         first: bool,
     ) -> Result<(), SchedulerError> {
+        let tenants = &settings.tenants;
         let wanted: HashMap<&str, &TenantSettings> = tenants
             .iter()
             .filter(|t| t.enabled)
@@ -184,25 +185,37 @@ impl Scheduler {
             health.retain(|name, _| tenants.iter().any(|t| t.enabled && &t.name == name));
         }
         for tenant in tenants.iter().filter(|t| t.enabled) {
-            let fingerprint = fingerprint(tenant);
-            if let Some(entry) = self.entries.get(&tenant.tenant_id) {
-                if entry.fingerprint == fingerprint {
+            let fingerprint = fingerprint(tenant, &settings.http);
+            let changed = match self.entries.get(&tenant.tenant_id) {
+                Some(entry) if entry.fingerprint == fingerprint => continue,
+                Some(_) => true,
+                None => false,
+            };
+            // Built before the old job goes: a new credential that does not
+            // load leaves the tenant polling with the one it had.
+            let runtime = match self.runtime(tenant) {
+                Ok(r) => Arc::new(r),
+                Err(e) => {
+                    let kept = if changed {
+                        "; the previous settings stay in force"
+                    } else {
+                        ""
+                    };
+                    tracing::error!(event = "tenant_credential_invalid", tenant = %tenant.name, error = %e, "tenant cannot use its new credential{kept}");
+                    if !changed {
+                        self.set_health(&tenant.name, Health::Failing(e.to_string()));
+                    }
                     continue;
                 }
-                self.jobs.remove(&entry.job).await?;
-                self.entries.remove(&tenant.tenant_id);
+            };
+            if changed {
+                if let Some(entry) = self.entries.remove(&tenant.tenant_id) {
+                    self.jobs.remove(&entry.job).await?;
+                }
                 tracing::info!(event = "tenant_changed", tenant = %tenant.name, "tenant settings changed; restarting its schedule");
             } else if !first {
                 tracing::info!(event = "tenant_added", tenant = %tenant.name, "tenant added");
             }
-            let runtime = match self.runtime(tenant) {
-                Ok(r) => Arc::new(r),
-                Err(e) => {
-                    tracing::error!(event = "tenant_credential_invalid", tenant = %tenant.name, error = %e, "tenant cannot be polled until its credential is fixed");
-                    self.set_health(&tenant.name, Health::Failing(e.to_string()));
-                    continue;
-                }
-            };
             let job = self.job(Arc::clone(&runtime))?;
             let job = self.jobs.add(job).await?;
             self.entries
@@ -319,6 +332,10 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
             return;
         }
     }
+    if let Some(left) = runtime.poll.api.blocked_for() {
+        tracing::debug!(event = "poll_skipped", tenant = %name, retry_after_s = left.as_secs(), "the API's Retry-After still holds");
+        return;
+    }
     let permits = inner.permits.read().expect("permits lock").clone();
     let _permit = tokio::select! {
         p = permits.acquire_owned() => p.expect("semaphore never closed"),
@@ -411,7 +428,7 @@ pub fn failure_summary(e: &PollError) -> String {
 
 /// A tenant's settings, secrets included (hashed), so that a rotated secret
 /// counts as a change.
-fn fingerprint(t: &TenantSettings) -> u64 {
+fn fingerprint(t: &TenantSettings, http: &HttpSettings) -> u64 {
     let credential = match &t.credential {
         Credential::Secret(s) => format!(
             "secret:{:x}",
@@ -426,9 +443,11 @@ fn fingerprint(t: &TenantSettings) -> u64 {
             )
         }
     };
+    // The HTTP settings too: a changed proxy, CA bundle or User-Agent means
+    // a new client for the tenant's token source and API.
     let text = format!(
-        "{}|{}|{}|{}|{}|{}|{}",
-        t.name, t.tenant_id, t.client_id, t.login_url, t.api_url, t.token_scope, credential
+        "{}|{}|{}|{}|{}|{}|{}|{:?}",
+        t.name, t.tenant_id, t.client_id, t.login_url, t.api_url, t.token_scope, credential, http
     );
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }

@@ -31,9 +31,15 @@ async fn each_config_error_exits_78_naming_its_key() {
             "tenant_id",
         ),
         ("toml syntax", base("[poll\ninterval = 5\n"), "line"),
+        (
+            "certificate that does not parse",
+            base(GOOD_TENANT).replace("client_secret_file = \"client-secret\"", "certificate_file = \"half.pem\""),
+            "app.certificate_file",
+        ),
         ("ca bundle not PEM", base(&format!("[http]\nca_file = \"ca.pem\"\n{GOOD_TENANT}")), "http.ca_file"),
     ];
     std::fs::write(w.path("ca.pem"), "not a certificate").unwrap();
+    std::fs::write(w.path("half.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
     for (what, text, key) in cases {
         let path = w.path("bad.toml");
         std::fs::write(&path, &text).unwrap();

@@ -383,3 +383,76 @@ async fn a_line_torn_by_a_crash_does_not_swallow_the_next_record() {
         &text[..text.len().min(300)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_http_settings_applies_to_running_tenants() {
+    let mut w = World::new().await;
+    w.tenant("contoso");
+    let config = w.config(POLL);
+    let mut d = w.daemon(&config);
+    d.wait_for_events("poll_finished", 1, Duration::from_secs(20), |_| true)
+        .await;
+    // The partner name goes into the User-Agent of the HTTP client.
+    edit_file(&config, "[app]\n", "[app]\npartner = \"Contoso\"\n");
+    w.sim.clear_requests();
+    d.signal(Signal::SIGHUP);
+    d.wait_for_events("reloaded", 1, Duration::from_secs(20), |_| true)
+        .await;
+    wait_until(
+        "a request with the new User-Agent",
+        Duration::from_secs(20),
+        || {
+            w.sim.requests().iter().any(|r| {
+                r.user_agent
+                    .as_deref()
+                    .is_some_and(|ua| ua.starts_with("MdePartner-Contoso-MdePoller/"))
+            })
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_does_not_parse_is_rejected_on_reload_and_polling_goes_on() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    let config = w.config(POLL);
+    let mut d = w.daemon(&config);
+    d.wait_for_events("poll_finished", 1, Duration::from_secs(20), |_| true)
+        .await;
+    std::fs::write(w.path("half.pem"), "-----BEGIN CERTIFICATE-----\nMIIB\n").unwrap();
+    edit_file(
+        &config,
+        "client_secret_file = \"client-secret\"",
+        "certificate_file = \"half.pem\"",
+    );
+    d.signal(Signal::SIGHUP);
+    let failed = d
+        .wait_for_events("reload_failed", 1, Duration::from_secs(20), |_| true)
+        .await;
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("app.certificate_file"),
+        "{:?}",
+        failed[0]
+    );
+    // The running config (the secret) stays in force.
+    let late = w.sim.generate_alerts(
+        &t,
+        1,
+        ago(Duration::from_secs(3)),
+        ago(Duration::from_secs(2)),
+    );
+    wait_until(
+        "an alert after the rejected reload",
+        Duration::from_secs(20),
+        || {
+            w.records()
+                .iter()
+                .any(|r| r["alert"]["id"] == late[0].as_str())
+        },
+    )
+    .await;
+}

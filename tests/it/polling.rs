@@ -302,9 +302,18 @@ async fn an_alert_stamped_far_in_the_future_does_not_drag_the_cursor_along() {
             serde_json::json!({"id": "from-2099", "lastUpdateTime": "2099-01-01T00:00:00Z"}),
         )
         .unwrap();
+    // Within the hour the cursor may follow, but a poll still starts no later
+    // than `lookback` before now.
+    let ahead = Timestamp::now().saturating_add(40 * MIN);
+    w.sim
+        .insert_alert(
+            &t,
+            serde_json::json!({"id": "forty-minutes-ahead", "lastUpdateTime": ahead.to_string()}),
+        )
+        .unwrap();
     let config = w.config(POLL);
     assert_eq!(w.once(&config).await.code, Some(0));
-    assert_eq!(w.records().len(), 4, "the odd alert is still emitted");
+    assert_eq!(w.records().len(), 5, "the odd alerts are still emitted");
     // An ordinary late alert after it is still found.
     let late = w.sim.generate_alerts(&t, 1, ago(3 * MIN), ago(2 * MIN));
     assert_eq!(w.once(&config).await.code, Some(0));

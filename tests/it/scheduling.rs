@@ -110,3 +110,47 @@ async fn no_more_tenants_poll_at_once_than_concurrency_allows() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_retry_after_does_not_hold_a_concurrency_slot() {
+    let mut w = World::new().await;
+    let throttled = w.tenant("throttled");
+    let healthy = w.tenant("healthy");
+    w.sim.set_faults(
+        Some(&throttled),
+        Faults {
+            p_429: 1.0,
+            retry_after_secs: 120,
+            ..Faults::none()
+        },
+    );
+    // One slot for both tenants: if the throttled one waited out its two
+    // minutes inside its poll, the healthy one would not be polled again.
+    let config =
+        w.config("interval = \"1s\"\nconcurrency = 1\ntimeout = \"5s\"\nfirst_lookback = \"1h\"");
+    let daemon = w.daemon(&config);
+    until("five polls of the healthy tenant", || {
+        daemon
+            .events("poll_finished")
+            .iter()
+            .filter(|e| e["tenant"] == "healthy")
+            .count()
+            >= 5
+    })
+    .await;
+    let calls: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.kind == mde_poller::sim::RequestKind::Alerts
+                && r.tenant_id.as_deref() == Some(throttled.as_str())
+        })
+        .collect();
+    assert_eq!(
+        calls.len(),
+        1,
+        "no call while the Retry-After holds: {calls:?}"
+    );
+    let _ = healthy;
+}
