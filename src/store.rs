@@ -209,37 +209,41 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
+/// Connects and reads the schema version. This is the first statement that
+/// reads the file: a corrupt file or one that is not a database fails here
+/// (NOTADB), and a newer schema is refused before anything (even the journal
+/// mode) is written to it.
+fn connect(path: &Path, mode: OpenFlags) -> Result<(Connection, i64)> {
+    let err = |e| StoreError::from_sqlite(path, e);
+    let conn =
+        Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_owned(),
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok((conn, found))
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its
     /// schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
         prepare_file(path)?;
         let err = |e| StoreError::from_sqlite(path, e);
-        let mut conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        // The first statement that reads the file: a corrupt file or one that
-        // is not a database fails here, with NOTADB. A newer schema is refused
-        // before anything (even the journal mode) is written to it.
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: path.to_owned(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
+        let (mut conn, _) = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(
-                name: "store_not_wal",
+                event = "store_not_wal",
                 path = %path.display(),
                 journal_mode = %mode,
                 "the state database could not switch to WAL mode; `status` may block while polling"
@@ -278,23 +282,7 @@ impl Store {
                 path: path.to_owned(),
             });
         }
-        let err = |e| StoreError::from_sqlite(path, e);
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(err)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-        let found: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(err)?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::TooNew {
-                path: path.to_owned(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
+        let (conn, found) = connect(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         if found == 0 {
             return Err(StoreError::Uninitialized {
                 path: path.to_owned(),
