@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mde_poller::sim::{RequestKind, SimApp, SimOptions, SimTenant, Simulator};
+use mde_poller::sim::{ClientConfig, RequestKind, SimApp, SimOptions, SimTenant, Simulator};
 use mde_poller::timestamp::Timestamp;
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -141,7 +141,7 @@ fn main() {
     for (i, launcher) in launchers.iter_mut().enumerate() {
         // A fresh directory per run: an empty store, so each run back-fills all.
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(dir.path(), &sim.url(), page_size);
+        let config = write_config(&sim, dir.path(), page_size);
         let output = dir.path().join("alerts.ndjson");
         sim.clear_requests();
         let (seconds, peak_rss_kib, cpu_seconds) = launcher.run(&config);
@@ -306,36 +306,20 @@ fn launcher() {
     );
 }
 
-fn write_config(dir: &Path, url: &str, page_size: u64) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let secret = dir.join("client-secret");
-    std::fs::write(&secret, SECRET).expect("secret written");
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let text = format!(
-        r#"cloud = "global"
-[app]
-client_id = "{APP_ID}"
-client_secret_file = "client-secret"
-[endpoints]
-login_url = "{url}"
-api_url = "{url}"
-[poll]
-first_lookback = "24h"
-page_size = {page_size}
-[store]
-path = "state.db"
-[output]
-path = "alerts.ndjson"
-[log]
-level = "warn"
-format = "json"
-[tenants.bench]
-tenant_id = "{TENANT_ID}"
-"#
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).expect("config written");
-    path
+fn write_config(sim: &Simulator, dir: &Path, page_size: u64) -> PathBuf {
+    let tenants = [("bench".to_owned(), TENANT_ID.to_owned())];
+    sim.write_client_config(
+        dir,
+        &ClientConfig {
+            client_id: APP_ID,
+            secret: SECRET,
+            poll: &format!("first_lookback = \"24h\"\npage_size = {page_size}"),
+            log_level: "warn",
+            tenants: &tenants,
+            ..ClientConfig::default()
+        },
+    )
+    .expect("config written")
 }
 
 /// Exactly `expected` lines, each a distinct alert id of the one tenant.

@@ -10,7 +10,7 @@ use anyhow::Context;
 use crate::config;
 use crate::daemon;
 use crate::logging;
-use crate::sim::{Activity, SimApp, SimOptions, SimTenant, Simulator};
+use crate::sim::{Activity, ClientConfig, SimApp, SimOptions, SimTenant, Simulator};
 use crate::timestamp::Timestamp;
 
 const APP_ID: &str = "8a6e0c4f-1d2b-4c3a-9e5f-0a1b2c3d4e5f";
@@ -65,11 +65,22 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     }
 
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let secret = dir.path().join("client-secret");
-    std::fs::write(&secret, DEMO_SECRET)?;
-    restrict(&secret)?;
-    let config_path = dir.path().join("config.toml");
-    std::fs::write(&config_path, demo_config(&sim.url()))?;
+    let tenants: Vec<(String, String)> = TENANTS
+        .iter()
+        .map(|(name, id, _)| ((*name).to_owned(), (*id).to_owned()))
+        .collect();
+    let config_path = sim.write_client_config(
+        dir.path(),
+        &ClientConfig {
+            client_id: APP_ID,
+            secret: DEMO_SECRET,
+            poll: "interval = \"3s\"\nlookback = \"1m\"\nfirst_lookback = \"24h\"\npage_size = 25",
+            output: "-",
+            log_format: "text",
+            tenants: &tenants,
+            ..ClientConfig::default()
+        },
+    )?;
     let settings = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let log = logging::init(&settings.log);
     tracing::info!(event = "demo_started", simulator = %sim.url(), config = %config_path.display(), "demo: the simulator serves 3 tenants; fabrikam never consented");
@@ -86,45 +97,4 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     let result = daemon::run(&config_path, settings, Some(log), stop).await;
     sim.shutdown();
     result
-}
-
-fn restrict(path: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-}
-
-fn demo_config(url: &str) -> String {
-    let mut text = format!(
-        r#"# Written by `mde-poller demo`: the simulator on loopback.
-cloud = "global"
-
-[app]
-client_id = "{APP_ID}"
-client_secret_file = "client-secret"
-
-[endpoints]
-login_url = "{url}"
-api_url = "{url}"
-
-[poll]
-interval = "3s"
-lookback = "1m"
-first_lookback = "24h"
-page_size = 25
-
-[store]
-path = "state.db"
-
-[output]
-path = "-"
-
-[log]
-level = "info"
-format = "text"
-"#
-    );
-    for (name, id, _) in TENANTS {
-        text.push_str(&format!("\n[tenants.{name}]\ntenant_id = \"{id}\"\n"));
-    }
-    text
 }

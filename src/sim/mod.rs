@@ -13,6 +13,7 @@
 //! [`faults`]; [`ratelimit`].
 
 mod alerts;
+mod client;
 mod faults;
 mod odata;
 mod ratelimit;
@@ -30,6 +31,7 @@ use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
 pub use alerts::AlertError;
+pub use client::ClientConfig;
 pub use faults::Faults;
 
 use crate::timestamp::Timestamp;

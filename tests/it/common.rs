@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use mde_poller::sim::{SimApp, SimOptions, SimTenant, Simulator};
+use mde_poller::sim::{ClientConfig, SimApp, SimOptions, SimTenant, Simulator};
 use mde_poller::timestamp::Timestamp;
 use serde_json::Value;
 
@@ -41,10 +41,8 @@ impl World {
         let sim = Simulator::start(opts).expect("simulator starts");
         sim.add_app(SimApp::with_secret(APP_ID, SECRET));
         let dir = tempfile::tempdir().expect("tempdir");
-        let secret = dir.path().join("client-secret");
-        std::fs::write(&secret, SECRET).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Configs written by hand (config_errors) name it too.
+        std::fs::write(dir.path().join("client-secret"), SECRET).unwrap();
         World {
             sim,
             dir,
@@ -89,33 +87,19 @@ impl World {
     }
 
     pub fn config_with(&self, poll: &str, extra: &str) -> PathBuf {
-        let url = self.sim.url();
-        let mut text = format!(
-            r#"cloud = "global"
-[app]
-client_id = "{APP_ID}"
-client_secret_file = "client-secret"
-[endpoints]
-login_url = "{url}"
-api_url = "{url}"
-[poll]
-{poll}
-[store]
-path = "state.db"
-[output]
-path = "alerts.ndjson"
-[log]
-level = "info"
-format = "json"
-{extra}
-"#
-        );
-        for (name, id) in &self.tenants {
-            text.push_str(&format!("[tenants.{name}]\ntenant_id = \"{id}\"\n"));
-        }
-        let path = self.path("config.toml");
-        std::fs::write(&path, text).unwrap();
-        path
+        self.sim
+            .write_client_config(
+                self.dir.path(),
+                &ClientConfig {
+                    client_id: APP_ID,
+                    secret: SECRET,
+                    poll,
+                    extra,
+                    tenants: &self.tenants,
+                    ..ClientConfig::default()
+                },
+            )
+            .expect("config written")
     }
 
     /// Runs the binary to completion with `args` after `--config`.

@@ -429,9 +429,10 @@ async fn no_private_key_assertion_or_token_is_written_anywhere_with_a_certificat
 async fn a_secret_file_readable_by_others_is_warned_about_by_name() {
     let mut w = World::new().await;
     w.tenant("contoso");
+    let config = w.config(POLL);
     let secret = w.path("client-secret");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let run = w.once(&w.config(POLL)).await;
+    let run = w.once(&config).await;
     assert_eq!(run.code, Some(0), "a warning, not an error: {}", run.stderr);
     let warnings = events(&run.stderr, "config_warning");
     let named = warnings
