@@ -402,3 +402,33 @@ async fn ecs_and_ocsf_outputs_carry_the_same_alerts_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_tenants_are_polled_by_one_process() {
+    let mut w = World::new().await;
+    let mut expected = HashSet::new();
+    for n in 0..200 {
+        let id = w.tenant(&format!("customer-{n:03}"));
+        for alert in w.sim.generate_alerts(&id, 3, ago(HOUR), ago(MIN)) {
+            expected.insert((id.clone(), alert));
+        }
+    }
+    let started = std::time::Instant::now();
+    let run = w.once(&w.config(POLL)).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let records = w.records();
+    let got: HashSet<(String, String)> = records
+        .iter()
+        .map(|r| {
+            let (tenant, id, _) = version_of(r);
+            (tenant, id)
+        })
+        .collect();
+    assert_eq!(records.len(), 600);
+    assert_eq!(
+        got, expected,
+        "every tenant's alerts, under that tenant, once"
+    );
+    assert_eq!(events(&run.stderr, "poll_finished").len(), 200);
+    eprintln!("200 tenants polled once in {:?}", started.elapsed());
+}
