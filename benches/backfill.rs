@@ -14,7 +14,10 @@
 //! Environment: `BACKFILL_ALERTS` (default 100000), `BACKFILL_RUNS`
 //! (default 3), `BACKFILL_PAGE_SIZE` (default 10000), `BACKFILL_BIN` (the
 //! poller binary; default: the one cargo built beside this bench),
-//! `BACKFILL_VERBOSE` (list the simulator's requests of each run).
+//! `BACKFILL_VERBOSE` (list the simulator's requests of each run),
+//! `BACKFILL_TENANTS` (default 1: the alerts are shared out over this many
+//! tenants, polled `poll.concurrency` = 8 at a time, as a partner's first
+//! start would).
 
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -29,6 +32,19 @@ use nix::sys::resource::{getrusage, UsageWho};
 const APP_ID: &str = "0a0b0c0d-1111-4222-8333-444455556666";
 const SECRET: &str = "BENCH-secret-value-0123456789";
 const TENANT_ID: &str = "00000001-aaaa-4bbb-8ccc-000000001eef";
+
+/// `(config name, tenant id)` of `n` tenants, the first one `TENANT_ID`.
+fn tenants(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|i| match i {
+            0 => ("bench".to_owned(), TENANT_ID.to_owned()),
+            _ => (
+                format!("bench-{i:04}"),
+                format!("{i:08x}-bbbb-4ccc-8ddd-{:012x}", i * 7919),
+            ),
+        })
+        .collect()
+}
 
 fn env_num(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -103,6 +119,7 @@ fn main() {
     let alerts = env_num("BACKFILL_ALERTS", 100_000) as usize;
     let runs = env_num("BACKFILL_RUNS", 3).max(1) as usize;
     let page_size = env_num("BACKFILL_PAGE_SIZE", 10_000);
+    let tenants = tenants(env_num("BACKFILL_TENANTS", 1).max(1) as usize);
     let bin = poller_bin();
     assert!(
         bin.is_file(),
@@ -110,7 +127,8 @@ fn main() {
         bin.display()
     );
     println!(
-        "backfill: `mde-poller once`, {alerts} alerts of one tenant, page_size {page_size}, {runs} run(s)\n  poller: {}",
+        "backfill: `mde-poller once`, {alerts} alerts of {} tenant(s), page_size {page_size}, {runs} run(s)\n  poller: {}",
+        tenants.len(),
         bin.display()
     );
     // Launchers first, while this process is still small: a child inherits
@@ -127,11 +145,15 @@ fn main() {
     let sim =
         rt.block_on(async { Simulator::start(SimOptions::default()).expect("simulator starts") });
     sim.add_app(SimApp::with_secret(APP_ID, SECRET));
-    sim.add_tenant(SimTenant::consented(TENANT_ID, APP_ID));
     let now = Timestamp::now();
     let from = now.saturating_sub(Duration::from_secs(20 * 3600));
     let generated = Instant::now();
-    sim.generate_alerts(TENANT_ID, alerts, from, now);
+    for (i, (_, id)) in tenants.iter().enumerate() {
+        sim.add_tenant(SimTenant::consented(id, APP_ID));
+        // Shared out evenly; the first tenant takes the remainder.
+        let share = alerts / tenants.len() + if i == 0 { alerts % tenants.len() } else { 0 };
+        sim.generate_alerts(id, share, from, now);
+    }
     println!(
         "  simulator: {alerts} alerts generated in {:.1} s (lastUpdateTime over the last 20 h)",
         generated.elapsed().as_secs_f64()
@@ -141,7 +163,7 @@ fn main() {
     for (i, launcher) in launchers.iter_mut().enumerate() {
         // A fresh directory per run: an empty store, so each run back-fills all.
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(&sim, dir.path(), page_size);
+        let config = write_config(&sim, dir.path(), page_size, &tenants);
         let output = dir.path().join("alerts.ndjson");
         sim.clear_requests();
         let (seconds, peak_rss_kib, cpu_seconds) = launcher.run(&config);
@@ -198,6 +220,12 @@ fn main() {
         "  max peak RSS    {:>12.1} MB",
         rss.last().copied().unwrap_or(0) as f64 / 1024.0
     );
+    if tenants.len() > 1 {
+        // The targets are those of the one-tenant back-fill; this run is a
+        // different shape (a token and a poll per tenant).
+        println!("\n  (targets apply to the one-tenant run: BACKFILL_TENANTS=1)");
+        return;
+    }
     println!(
         "\n  targets: >= 50000 alerts/s: {}; peak RSS <= 50 MB: {}",
         if m.rate() >= 50_000.0 {
@@ -306,8 +334,12 @@ fn launcher() {
     );
 }
 
-fn write_config(sim: &Simulator, dir: &Path, page_size: u64) -> PathBuf {
-    let tenants = [("bench".to_owned(), TENANT_ID.to_owned())];
+fn write_config(
+    sim: &Simulator,
+    dir: &Path,
+    page_size: u64,
+    tenants: &[(String, String)],
+) -> PathBuf {
     sim.write_client_config(
         dir,
         &ClientConfig {
@@ -315,19 +347,21 @@ fn write_config(sim: &Simulator, dir: &Path, page_size: u64) -> PathBuf {
             secret: SECRET,
             poll: &format!("first_lookback = \"24h\"\npage_size = {page_size}"),
             log_level: "warn",
-            tenants: &tenants,
+            tenants,
             ..ClientConfig::default()
         },
     )
     .expect("config written")
 }
 
-/// Exactly `expected` lines, each a distinct alert id of the one tenant.
+/// Exactly `expected` lines, each a distinct (tenant, alert id).
 fn verify_output(path: &Path, expected: usize) {
     #[derive(serde::Deserialize)]
     struct Line<'a> {
         #[serde(borrow)]
         alert: Alert<'a>,
+        #[serde(borrow)]
+        tenant: Alert<'a>,
     }
     #[derive(serde::Deserialize)]
     struct Alert<'a> {
@@ -342,8 +376,12 @@ fn verify_output(path: &Path, expected: usize) {
         lines += 1;
         let l: Line = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("line {lines} is not a record ({e})"));
-        ids.insert(l.alert.id.into_owned());
+        ids.insert((l.tenant.id.into_owned(), l.alert.id.into_owned()));
     }
     assert_eq!(lines, expected, "lines in the output");
-    assert_eq!(ids.len(), expected, "distinct alert ids in the output");
+    assert_eq!(
+        ids.len(),
+        expected,
+        "distinct (tenant, alert id) in the output"
+    );
 }
