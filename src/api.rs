@@ -140,16 +140,16 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// Worth another try within the same poll.
+    /// Worth another try within the same poll. Token errors are not: the
+    /// token source has already retried the transient ones.
     pub fn is_retryable(&self) -> bool {
-        match self {
+        matches!(
+            self,
             ApiError::Throttled { .. }
-            | ApiError::Server { .. }
-            | ApiError::Transport(_)
-            | ApiError::Malformed(_) => true,
-            ApiError::Auth(e) => e.is_transient(),
-            _ => false,
-        }
+                | ApiError::Server { .. }
+                | ApiError::Transport(_)
+                | ApiError::Malformed(_)
+        )
     }
 }
 
@@ -175,10 +175,6 @@ impl AlertsApi {
             tokens,
             budget,
         }
-    }
-
-    pub fn tokens(&self) -> &Arc<TokenSource> {
-        &self.tokens
     }
 
     /// How long the server's last `Retry-After` still forbids calls.

@@ -15,9 +15,6 @@ use crate::ratelimit::CallBudget;
 use crate::store::Store;
 use crate::timestamp::Timestamp;
 
-/// The roles that allow listing alerts.
-const ALERT_ROLES: [&str; 2] = ["Alert.Read.All", "Alert.ReadWrite.All"];
-
 /// One tenant's verdict, as `check --json` prints it. Never holds a secret or
 /// a token.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -59,7 +56,7 @@ impl CheckResult {
 pub async fn check(settings: &Settings) -> anyhow::Result<Vec<CheckResult>> {
     let http = crate::http::client(&settings.http, settings.poll.timeout)?;
     let mut tasks = tokio::task::JoinSet::new();
-    for tenant in settings.tenants.iter().filter(|t| t.enabled).cloned() {
+    for tenant in settings.enabled_tenants().cloned() {
         let http = http.clone();
         tasks.spawn(async move { check_tenant(http, tenant).await });
     }
@@ -111,7 +108,7 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
             roles,
         );
     }
-    if !roles.iter().any(|r| ALERT_ROLES.contains(&r.as_str())) {
+    if !claims.can_read_alerts() {
         return CheckResult::failed(
             &t,
             "claims",
@@ -164,7 +161,7 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
 
 /// What `check --config-only` prints when the config is valid.
 pub fn config_ok(settings: &Settings) -> String {
-    let enabled = settings.tenants.iter().filter(|t| t.enabled).count();
+    let enabled = settings.enabled_tenants().count();
     format!(
         "{}: config OK, {} tenants ({enabled} enabled)\n",
         settings.source.display(),

@@ -228,12 +228,6 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
     }
 }
 
-/// The config checks alone, for `check --config-only`: the same as [`load`],
-/// which does no network I/O.
-pub fn validate_only(path: &Path) -> Result<Settings, ConfigError> {
-    load(path)
-}
-
 impl Settings {
     /// The tenants to poll, by name.
     pub fn enabled_tenants(&self) -> impl Iterator<Item = &TenantSettings> {

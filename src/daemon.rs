@@ -58,7 +58,7 @@ pub async fn run(
     notify::ready();
     tracing::info!(
         event = "daemon_started",
-        tenants = settings.tenants.iter().filter(|t| t.enabled).count(),
+        tenants = settings.enabled_tenants().count(),
         config = %config_path.display(),
         "polling"
     );
@@ -150,7 +150,7 @@ async fn reload(
         Ok(()) => {
             tracing::info!(
                 event = "reloaded",
-                tenants = new.tenants.iter().filter(|t| t.enabled).count(),
+                tenants = new.enabled_tenants().count(),
                 "config reloaded"
             );
             *current = new;

@@ -75,10 +75,6 @@ impl Emitter {
         *current = sink;
         *self.format.write().expect("format lock") = format;
     }
-
-    pub fn with_sink<R>(&self, f: impl FnOnce(&Sink) -> R) -> R {
-        f(&self.sink.lock().expect("sink lock"))
-    }
 }
 
 /// What a poll needs besides the tenant.

@@ -138,10 +138,11 @@ impl Scheduler {
     /// Applies a reloaded config: added tenants start, removed ones stop after
     /// their poll in flight, changed ones restart with the change.
     pub async fn reload(&mut self, settings: &Settings) -> Result<(), SchedulerError> {
-        let poll_changed = settings.poll != self.poll_settings;
-        if poll_changed {
-            *self.inner.http.write().expect("http lock") =
-                crate::http::client(&settings.http, settings.poll.timeout)?;
+        // Tenants whose settings (the [http] ones included) did not change
+        // keep the client they hold; new and changed ones get this one.
+        *self.inner.http.write().expect("http lock") =
+            crate::http::client(&settings.http, settings.poll.timeout)?;
+        if settings.poll != self.poll_settings {
             *self.inner.permits.write().expect("permits lock") =
                 Arc::new(Semaphore::new(settings.poll.concurrency.max(1)));
             self.inner.env.write().expect("env lock").settings = settings.poll.clone();
@@ -150,9 +151,6 @@ impl Scheduler {
             for (_, entry) in self.entries.drain() {
                 self.jobs.remove(&entry.job).await?;
             }
-        } else {
-            *self.inner.http.write().expect("http lock") =
-                crate::http::client(&settings.http, settings.poll.timeout)?;
         }
         self.apply_tenants(settings, false).await
     }
@@ -184,7 +182,7 @@ impl Scheduler {
             let mut health = self.inner.health.lock().expect("health lock");
             health.retain(|name, _| tenants.iter().any(|t| t.enabled && &t.name == name));
         }
-        for tenant in tenants.iter().filter(|t| t.enabled) {
+        for tenant in settings.enabled_tenants() {
             let fingerprint = fingerprint(tenant, &settings.http);
             let changed = match self.entries.get(&tenant.tenant_id) {
                 Some(entry) if entry.fingerprint == fingerprint => continue,
@@ -299,10 +297,6 @@ impl Scheduler {
                 "polls still running after {grace:?}; stopping anyway"
             );
         }
-    }
-
-    pub fn health(&self) -> BTreeMap<String, Health> {
-        self.inner.health.lock().expect("health lock").clone()
     }
 }
 
@@ -462,7 +456,7 @@ pub async fn poll_all_once(
     let http = crate::http::client(&settings.http, settings.poll.timeout)?;
     let permits = Arc::new(Semaphore::new(settings.poll.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for tenant in settings.tenants.iter().filter(|t| t.enabled) {
+    for tenant in settings.enabled_tenants() {
         let name = tenant.name.clone();
         let tokens = match TokenSource::new(http.clone(), tenant) {
             Ok(t) => Arc::new(t),

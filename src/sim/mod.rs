@@ -345,13 +345,6 @@ impl Simulator {
         before - tokens.len()
     }
 
-    /// Replaces the roles a tenant grants (applies to tokens issued later).
-    pub fn set_roles(&self, tenant_id: &str, roles: Vec<String>) {
-        if let Some(t) = write(&self.shared().tenants).get_mut(&tenant_id.to_ascii_lowercase()) {
-            t.roles = roles;
-        }
-    }
-
     /// Faults for one tenant, or for every tenant without its own (`None`).
     pub fn set_faults(&self, tenant_id: Option<&str>, faults: Faults) {
         let mut f = lock(&self.shared().faults);
