@@ -258,7 +258,7 @@ impl Run<'_> {
                 skip: 0,
                 expand_evidence: self.env.settings.expand_evidence,
             };
-            let verdict = match self.fetch_and_handle(&query, None, false).await? {
+            let verdict = match self.fetch_and_handle(Source::Query(&query), false).await? {
                 Handled::Full { newest, crowded } => Some((newest, crowded)),
                 Handled::Done {
                     count,
@@ -334,7 +334,7 @@ impl Run<'_> {
                 skip,
                 expand_evidence: self.env.settings.expand_evidence,
             };
-            match self.fetch_and_handle(&query, None, true).await? {
+            match self.fetch_and_handle(Source::Query(&query), true).await? {
                 Handled::Done {
                     next_link: Some(link),
                     ..
@@ -361,9 +361,8 @@ impl Run<'_> {
             if self.cancel.is_cancelled() {
                 return Err(ApiError::Cancelled.into());
             }
-            if let Handled::Done { count, next_link } = self
-                .fetch_and_handle(&Query::dummy(), Some(&url), true)
-                .await?
+            if let Handled::Done { count, next_link } =
+                self.fetch_and_handle(Source::Link(&url), true).await?
             {
                 total += count;
                 link = next_link;
@@ -376,22 +375,16 @@ impl Run<'_> {
     /// in transit) is fetched again, a bounded number of times.
     async fn fetch_and_handle(
         &mut self,
-        query: &Query,
-        link: Option<&str>,
+        source: Source<'_>,
         accept_full: bool,
     ) -> Result<Handled, PollError> {
         let mut backoff = Backoff::for_requests();
         loop {
             let api = &self.tenant.api;
-            let body = match link {
-                Some(url) => {
-                    api.fetch_link(url, self.cancel, std::mem::take(&mut self.body_buf))
-                        .await?
-                }
-                None => {
-                    api.fetch_into(query, self.cancel, std::mem::take(&mut self.body_buf))
-                        .await?
-                }
+            let buf = std::mem::take(&mut self.body_buf);
+            let body = match source {
+                Source::Query(query) => api.fetch_into(query, self.cancel, buf).await?,
+                Source::Link(url) => api.fetch_link(url, self.cancel, buf).await?,
             };
             self.report.requests += 1;
             let ctx = PageContext {
@@ -447,17 +440,11 @@ impl Run<'_> {
     }
 }
 
-impl Query {
-    /// Stands in where a nextLink carries the whole query.
-    fn dummy() -> Query {
-        Query {
-            from: Timestamp::MIN,
-            to: None,
-            top: 0,
-            skip: 0,
-            expand_evidence: false,
-        }
-    }
+/// Where a page comes from: a query of ours, or a server's nextLink.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Query(&'a Query),
+    Link(&'a str),
 }
 
 enum Handled {
@@ -562,10 +549,6 @@ fn handle_page(
             hash,
         });
     }
-    let newest_ticks = parsed
-        .iter()
-        .filter_map(|p| p.last_update.as_ref().map(|l| l.0))
-        .max();
     if count >= ctx.page_size && page.next_link.is_none() && !ctx.accept_full {
         let mut per_instant: HashMap<Timestamp, usize> = HashMap::new();
         for at in parsed
@@ -574,15 +557,13 @@ fn handle_page(
         {
             *per_instant.entry(at).or_default() += 1;
         }
+        let newest = per_instant.keys().max().copied();
         let crowded = per_instant
             .into_iter()
             .max_by_key(|(_, n)| *n)
             .filter(|(_, n)| n * 2 >= count)
             .map(|(at, _)| at);
-        return Ok(PageOutcome::Full {
-            newest: newest_ticks,
-            crowded,
-        });
+        return Ok(PageOutcome::Full { newest, crowded });
     }
     // A lastUpdateTime far in the future (a bad server clock, a corrupt
     // record) must not drag the cursor there: every later poll would then
