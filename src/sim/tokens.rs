@@ -150,38 +150,27 @@ pub(crate) fn verify_assertion(
             format!("Client assertion failed signature validation. {text}"),
         )
     };
-    let parts: Vec<&str> = jwt.split('.').collect();
-    if parts.len() != 3 {
-        return Err(AadError::new(
+    let malformed = || {
+        AadError::new(
             400,
             "invalid_request",
             50027,
             "JWT token is invalid or malformed.",
-        ));
+        )
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Err(malformed());
     }
     let decode = |s: &str| B64.decode(s.trim_end_matches('='));
     let header: Value = decode(parts[0])
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            AadError::new(
-                400,
-                "invalid_request",
-                50027,
-                "JWT token is invalid or malformed.",
-            )
-        })?;
+        .ok_or_else(malformed)?;
     let claims: Value = decode(parts[1])
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            AadError::new(
-                400,
-                "invalid_request",
-                50027,
-                "JWT token is invalid or malformed.",
-            )
-        })?;
+        .ok_or_else(malformed)?;
     let sig = decode(parts[2]).map_err(|_| bad("The signature is not base64url.".into()))?;
     let signed = &jwt[..parts[0].len() + 1 + parts[1].len()];
     let alg = header["alg"].as_str().unwrap_or("");

@@ -69,12 +69,7 @@ async fn a_backfill_is_spread_by_the_budget_not_throttled_by_the_server() {
         .expect("the poll succeeds");
     let elapsed = started.elapsed();
 
-    let got: HashSet<String> = w
-        .records()
-        .iter()
-        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(got, ids, "every alert, once");
+    assert_eq!(alert_ids(&w.records()), ids, "every alert, once");
     let calls: Vec<_> = w
         .sim
         .requests()

@@ -87,6 +87,10 @@ impl World {
     }
 
     pub fn config_with(&self, poll: &str, extra: &str) -> PathBuf {
+        self.write_config(poll, extra, &self.tenants)
+    }
+
+    fn write_config(&self, poll: &str, extra: &str, tenants: &[(String, String)]) -> PathBuf {
         self.sim
             .write_client_config(
                 self.dir.path(),
@@ -95,7 +99,7 @@ impl World {
                     secret: SECRET,
                     poll,
                     extra,
-                    tenants: &self.tenants,
+                    tenants,
                     ..ClientConfig::default()
                 },
             )
@@ -139,6 +143,19 @@ pub fn read_records(path: &Path) -> Vec<Value> {
     );
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("line is not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// The alert ids of `records`.
+pub fn alert_ids(records: &[Value]) -> std::collections::HashSet<String> {
+    records
+        .iter()
+        .map(|r| {
+            r["alert"]["id"]
+                .as_str()
+                .expect("a record has an alert id")
+                .to_owned()
+        })
         .collect()
 }
 
@@ -187,15 +204,11 @@ impl World {
     /// Writes `config.toml` naming only `tenants` (by the names given to
     /// [`World::tenant`]), so a test can add and remove tenants between reloads.
     pub fn config_for(&self, poll: &str, tenants: &[&str]) -> PathBuf {
-        let path = self.config(poll);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut kept = text[..text.find("[tenants.").unwrap_or(text.len())].to_owned();
-        for name in tenants {
-            let id = self.tenant_id(name);
-            kept.push_str(&format!("[tenants.{name}]\ntenant_id = \"{id}\"\n"));
-        }
-        std::fs::write(&path, kept).unwrap();
-        path
+        let chosen: Vec<(String, String)> = tenants
+            .iter()
+            .map(|name| ((*name).to_owned(), self.tenant_id(name)))
+            .collect();
+        self.write_config(poll, "", &chosen)
     }
 
     /// The tenant id given to `name` by [`World::tenant`].
@@ -319,11 +332,14 @@ impl Daemon {
         self.exited
     }
 
-    /// The exit status; panics if the daemon is still running after `within`.
-    pub async fn exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        self.wait_exit(within)
+    /// SIGTERM, and the clean stop the daemon promises: exit 0 within 10 s.
+    pub async fn stop(&mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self
+            .wait_exit(Duration::from_secs(10))
             .await
-            .unwrap_or_else(|| panic!("the daemon did not exit within {within:?}"))
+            .expect("stops within 10 s of SIGTERM");
+        assert_eq!(status.code(), Some(0), "{}", self.stderr());
     }
 
     /// SIGKILL, then reap: a crash at whatever point the daemon had reached.

@@ -17,13 +17,14 @@ first_lookback = "3h"
 page_size = 50
 timeout = "5s""#;
 
-/// `(tenant id, alert id)` of every record of `tenant_id`.
-fn alert_ids(records: &[serde_json::Value], tenant_id: &str) -> HashSet<String> {
-    records
+/// The alert ids of every record of `tenant_id`.
+fn alert_ids_of(records: &[serde_json::Value], tenant_id: &str) -> HashSet<String> {
+    let mine: Vec<_> = records
         .iter()
         .filter(|r| r["tenant"]["id"] == tenant_id)
-        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
-        .collect()
+        .cloned()
+        .collect();
+    alert_ids(&mine)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,7 +44,7 @@ async fn reload_applies_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
     })
     .await;
     assert!(
-        alert_ids(&w.records(), &b).is_empty(),
+        alert_ids_of(&w.records(), &b).is_empty(),
         "beta is not configured yet"
     );
 
@@ -55,7 +56,7 @@ async fn reload_applies_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
     wait_until(
         "beta's back-fill after the reload",
         Duration::from_secs(20),
-        || alert_ids(&w.records(), &b) == b_ids,
+        || alert_ids_of(&w.records(), &b) == b_ids,
     )
     .await;
 
@@ -86,7 +87,7 @@ async fn reload_applies_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
         "alpha's new alerts under the kept config",
         Duration::from_secs(20),
         || {
-            let got = alert_ids(&w.records(), &a);
+            let got = alert_ids_of(&w.records(), &a);
             fresh.iter().all(|id| got.contains(id))
         },
     )
@@ -123,12 +124,7 @@ async fn reload_applies_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
     );
     assert_eq!(d.events("tenant_removed").len(), 1);
 
-    d.signal(Signal::SIGTERM);
-    let status = d
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("stops within 10 s");
-    assert_eq!(status.code(), Some(0), "{}", d.stderr());
+    d.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,10 +238,7 @@ async fn kill_9_mid_backfill_loses_nothing() {
     for r in &records {
         *per_version.entry(version_of(r)).or_default() += 1;
     }
-    let got: HashSet<String> = records
-        .iter()
-        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
-        .collect();
+    let got = alert_ids(&records);
     let missing: Vec<_> = expected.difference(&got).collect();
     assert!(
         missing.is_empty(),
@@ -264,13 +257,7 @@ async fn kill_9_mid_backfill_loses_nothing() {
     );
     assert!(torn <= kills, "{torn} lines that are not JSON");
 
-    d.signal(Signal::SIGTERM);
-    assert_eq!(
-        d.wait_exit(Duration::from_secs(10))
-            .await
-            .and_then(|s| s.code()),
-        Some(0)
-    );
+    d.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,7 +337,7 @@ async fn an_unwritable_output_fails_polls_without_moving_the_cursor_and_recovers
     wait_until(
         "the alerts held back by the full disk",
         Duration::from_secs(20),
-        || alert_ids(&w.records(), &t) == ids,
+        || alert_ids_of(&w.records(), &t) == ids,
     )
     .await;
     assert_no_duplicates(&w.records());
@@ -377,7 +364,7 @@ async fn a_line_torn_by_a_crash_does_not_swallow_the_next_record() {
     assert_eq!(torn, 1, "the fragment stays a line of its own");
     let text = std::fs::read_to_string(w.output_path()).unwrap();
     assert_eq!(
-        alert_ids(&records, &t),
+        alert_ids_of(&records, &t),
         ids,
         "every alert is a whole line after the fragment:\n{}",
         &text[..text.len().min(300)]

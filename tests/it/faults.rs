@@ -8,29 +8,26 @@ use std::time::{Duration, Instant, SystemTime};
 
 use mde_poller::sim::{Faults, RequestKind, RequestRecord, SimOptions};
 use mde_poller::timestamp::Timestamp;
-use nix::sys::signal::Signal;
 
 use crate::common::*;
 
-/// Alerts requests of `tenant`, in the order they reached the simulator.
-fn alert_calls(requests: &[RequestRecord], tenant: &str) -> Vec<RequestRecord> {
+/// Requests of one kind from `tenant`, in the order they reached the simulator.
+fn calls_of(requests: &[RequestRecord], kind: RequestKind, tenant: &str) -> Vec<RequestRecord> {
     let mut calls: Vec<RequestRecord> = requests
         .iter()
-        .filter(|r| r.kind == RequestKind::Alerts && r.tenant_id.as_deref() == Some(tenant))
+        .filter(|r| r.kind == kind && r.tenant_id.as_deref() == Some(tenant))
         .cloned()
         .collect();
     calls.sort_by_key(|r| r.at);
     calls
 }
 
+fn alert_calls(requests: &[RequestRecord], tenant: &str) -> Vec<RequestRecord> {
+    calls_of(requests, RequestKind::Alerts, tenant)
+}
+
 fn token_calls(requests: &[RequestRecord], tenant: &str) -> Vec<RequestRecord> {
-    let mut calls: Vec<RequestRecord> = requests
-        .iter()
-        .filter(|r| r.kind == RequestKind::Token && r.tenant_id.as_deref() == Some(tenant))
-        .cloned()
-        .collect();
-    calls.sort_by_key(|r| r.at);
-    calls
+    calls_of(requests, RequestKind::Token, tenant)
 }
 
 /// The earliest moment a client told `Retry-After: secs` at `at` may call
@@ -260,12 +257,7 @@ timeout = "1s""#,
     );
 
     assert!(d.is_running(), "the daemon survived the faults");
-    d.signal(Signal::SIGTERM);
-    let status = d
-        .wait_exit(Duration::from_secs(10))
-        .await
-        .expect("stops within 10 s");
-    assert_eq!(status.code(), Some(0), "{}", d.stderr());
+    d.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,8 +357,12 @@ timeout = "1s""#,
     assert!(alert_calls(&requests, &no_token).is_empty());
 }
 
+/// A back-fill of 25+ pages under the real budget finishes unthrottled. (It
+/// cannot reach 100 calls in its first minute, so it says nothing about the
+/// minute limit itself: budget.rs watches the budget bind, on scaled windows,
+/// and src/ratelimit.rs proves the real limits on paused time.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_rate_limiter_keeps_a_25_page_backfill_under_100_calls_a_minute() {
+async fn a_25_page_backfill_completes_without_being_throttled() {
     let mut w = World::new().await;
     let t = w.tenant("contoso");
     let ids: HashSet<String> = w
@@ -384,24 +380,13 @@ timeout = "5s""#,
     let mut d = w.daemon(&config);
     d.wait_for_events("poll_finished", 1, Duration::from_secs(60), |_| true)
         .await;
-    let got: HashSet<String> = w
-        .records()
-        .iter()
-        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(got, ids);
+    assert_eq!(alert_ids(&w.records()), ids);
     let calls = alert_calls(&w.sim.requests(), &t);
-    eprintln!(
-        "25-page back-fill: {} calls, busiest minute {}",
-        calls.len(),
-        busiest_minute(&calls)
-    );
     assert!(
         calls.len() >= 25,
         "the back-fill took {} pages",
         calls.len()
     );
-    assert!(busiest_minute(&calls) <= 100);
     assert!(
         calls.iter().all(|c| c.status != 429),
         "the server had to throttle"

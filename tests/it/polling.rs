@@ -110,11 +110,11 @@ async fn full_pages_split_and_nothing_is_lost() {
 
     let records = w.records();
     assert_no_duplicates(&records);
-    let got: HashSet<String> = records
-        .iter()
-        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(got, expected, "every alert of the window, each once");
+    assert_eq!(
+        alert_ids(&records),
+        expected,
+        "every alert of the window, each once"
+    );
 
     let calls: Vec<_> = w
         .sim
@@ -341,11 +341,7 @@ async fn a_next_link_is_followed_and_a_capped_chain_is_still_split() {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let records = w.records();
     assert_no_duplicates(&records);
-    let got: HashSet<String> = records
-        .iter()
-        .map(|r| r["alert"]["id"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(got, expected);
+    assert_eq!(alert_ids(&records), expected);
     let calls: Vec<_> = w
         .sim
         .requests()

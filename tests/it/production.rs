@@ -187,9 +187,7 @@ async fn systemd_hears_ready_status_reload_watchdog_and_stopping() {
 
     // SIGTERM: STOPPING=1 and a clean exit.
     let before = socket.notes().len();
-    daemon.signal(Signal::SIGTERM);
-    let status = daemon.exit(LONG).await;
-    assert_eq!(status.code(), Some(0), "{}", daemon.stderr());
+    daemon.stop().await;
     wait_until("STOPPING=1", Duration::from_secs(5), || {
         socket.position("STOPPING=1", before).is_some()
     })

@@ -115,7 +115,7 @@ async fn no_more_tenants_poll_at_once_than_concurrency_allows() {
 async fn a_long_retry_after_does_not_hold_a_concurrency_slot() {
     let mut w = World::new().await;
     let throttled = w.tenant("throttled");
-    let healthy = w.tenant("healthy");
+    w.tenant("healthy");
     w.sim.set_faults(
         Some(&throttled),
         Faults {
@@ -152,5 +152,4 @@ async fn a_long_retry_after_does_not_hold_a_concurrency_slot() {
         1,
         "no call while the Retry-After holds: {calls:?}"
     );
-    let _ = healthy;
 }

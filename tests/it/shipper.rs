@@ -161,13 +161,7 @@ async fn rsyslog_receives_every_record_whole_and_once_across_a_rotation() {
         line_count(&rotated) + line_count(&current) >= total
     })
     .await;
-    daemon.signal(Signal::SIGTERM);
-    assert_eq!(
-        daemon.exit(LONG).await.code(),
-        Some(0),
-        "{}",
-        daemon.stderr()
-    );
+    daemon.stop().await;
 
     let mut emitted = read_records(&rotated);
     emitted.extend(read_records(&current));
