@@ -453,3 +453,98 @@ pub async fn poll_all_once(
     let health = inner.health.lock().expect("health lock").clone();
     Ok(health)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::api::ApiError;
+    use crate::auth::AuthError;
+    use crate::poll::PollError;
+    use crate::timestamp::Timestamp;
+
+    fn refused(code: u32) -> PollError {
+        PollError::Api(ApiError::Auth(AuthError::Rejected {
+            status: 400,
+            error: "invalid_client".into(),
+            codes: vec![code],
+            description: String::new(),
+        }))
+    }
+
+    /// The words `STATUS=` shows per failing tenant, and the next step the
+    /// log and `check` show, come from the error itself.
+    #[test]
+    fn each_failure_says_its_own_few_words_and_next_step() {
+        let foreign = PollError::Api(ApiError::ForeignNextLink {
+            host: "evil.example".into(),
+            api: "https://api.securitycenter.microsoft.com".into(),
+        });
+        let skip = PollError::SkipIgnored {
+            at: Timestamp::parse("2026-11-26T10:00:00Z").unwrap(),
+            pages: 100,
+        };
+        let cases = [
+            (
+                refused(700016),
+                "consent missing (AADSTS700016)",
+                "consent-url",
+            ),
+            (
+                refused(7000222),
+                "client secret expired (AADSTS7000222)",
+                "new client secret",
+            ),
+            (
+                refused(700027),
+                "certificate rejected (AADSTS700027)",
+                "thumbprints",
+            ),
+            (refused(12345), "token refused (AADSTS12345)", "client_id"),
+            (
+                PollError::Api(ApiError::Forbidden {
+                    message: "Forbidden: no role".into(),
+                }),
+                "role missing (HTTP 403)",
+                "Alert.Read.All",
+            ),
+            (foreign, "nextLink to evil.example refused", "api_url"),
+            (skip, "API ignores $skip", "$skip"),
+        ];
+        for (error, summary, hint) in &cases {
+            assert_eq!(&error.summary(), summary, "{error}");
+            assert!(error.hint().contains(hint), "{error}: {}", error.hint());
+        }
+    }
+
+    #[test]
+    fn errors_are_named_for_what_happened_not_for_json() {
+        let foreign = PollError::Api(ApiError::ForeignNextLink {
+            host: "evil.example".into(),
+            api: "https://api.securitycenter.microsoft.com".into(),
+        });
+        let text = foreign.to_string();
+        assert!(
+            text.contains("evil.example") && text.contains("not followed"),
+            "{text}"
+        );
+        assert!(!text.contains("malformed"), "{text}");
+        let skip = PollError::SkipIgnored {
+            at: Timestamp::parse("2026-11-26T10:00:00Z").unwrap(),
+            pages: 100,
+        };
+        let text = skip.to_string();
+        assert!(
+            text.contains("ignores $skip") && !text.contains("parsed"),
+            "{text}"
+        );
+        // Neither heals by itself: the poll fails at ERROR, not WARN.
+        assert!(foreign.needs_operator() && skip.needs_operator());
+        // A 403's message is what the server said; the next step is the hint's.
+        let forbidden = ApiError::Forbidden {
+            message: "Forbidden: no role".into(),
+        };
+        assert_eq!(
+            forbidden.to_string(),
+            "HTTP 403 from the alerts API: Forbidden: no role"
+        );
+    }
+}

@@ -443,3 +443,39 @@ async fn a_certificate_that_does_not_parse_is_rejected_on_reload_and_polling_goe
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_settings_change_restarts_every_tenant_without_calling_them_added() {
+    let mut w = World::new().await;
+    for name in ["alpha", "beta"] {
+        let t = w.tenant(name);
+        w.sim.generate_alerts(&t, 5, ago(HOUR), ago(MIN));
+    }
+    let config = w.config(POLL);
+    let mut d = w.daemon(&config);
+    wait_until("both back-fills", Duration::from_secs(20), || {
+        w.records().len() >= 10
+    })
+    .await;
+
+    edit_file(&config, "interval = \"1s\"", "interval = \"2s\"");
+    d.signal(Signal::SIGHUP);
+    d.wait_for_events("reloaded", 1, Duration::from_secs(10), |_| true)
+        .await;
+    let changed = d.events("poll_settings_changed");
+    assert_eq!(changed.len(), 1, "{}", d.stderr());
+    assert_eq!(changed[0]["tenants"], 2);
+    assert!(
+        d.events("tenant_added").is_empty() && d.events("tenant_changed").is_empty(),
+        "a [poll] change is not a change of any tenant: {}",
+        d.stderr()
+    );
+    // Both tenants are still polled on the new schedule.
+    let before = d.events("poll_finished").len();
+    d.wait_for_events("poll_finished", before + 2, Duration::from_secs(20), |_| {
+        true
+    })
+    .await;
+
+    d.stop().await;
+}
