@@ -122,7 +122,11 @@ async fn reload_applies_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
         0,
         "alpha was still polled after it was removed"
     );
-    assert_eq!(d.events("tenant_removed").len(), 1);
+    let removed = d.events("tenant_removed");
+    assert_eq!(removed.len(), 1);
+    // Keyed like every other line about a tenant: by its name.
+    assert_eq!(removed[0]["tenant"], "alpha");
+    assert_eq!(removed[0]["tenant_id"], a.as_str());
 
     d.stop().await;
 }
