@@ -112,16 +112,18 @@ impl PageBody {
     }
 }
 
-/// Why a page could not be had.
+/// Why a page could not be had. `Display` says what happened, [`summary`]
+/// a few words for `STATUS=`, [`hint`] the operator's next step.
+///
+/// [`summary`]: ApiError::summary
+/// [`hint`]: ApiError::hint
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("token: {0}")]
     Auth(#[from] AuthError),
     #[error("HTTP 401 from the alerts API twice in a row, even with a new token: {message}")]
     Unauthorized { message: String },
-    #[error(
-        "HTTP 403 from the alerts API: {message} (the app's token lacks the Alert.Read.All role in this tenant: the customer must re-consent, see `mde-poller check`)"
-    )]
+    #[error("HTTP 403 from the alerts API: {message}")]
     Forbidden { message: String },
     #[error("HTTP 400 from the alerts API: {message}")]
     BadRequest { message: String },
@@ -135,6 +137,10 @@ pub enum ApiError {
     Transport(String),
     #[error("the alerts API answered with malformed JSON: {0}")]
     Malformed(String),
+    /// An `@odata.nextLink` to another host: not followed, since following
+    /// it would send the tenant's bearer token there.
+    #[error("the alerts API's @odata.nextLink points to {host}, not to {api}: not followed, so the token is not sent there")]
+    ForeignNextLink { host: String, api: String },
     #[error("stopped by shutdown")]
     Cancelled,
 }
@@ -150,6 +156,67 @@ impl ApiError {
                 | ApiError::Transport(_)
                 | ApiError::Malformed(_)
         )
+    }
+
+    /// Retrying will not help until someone changes something: a missing
+    /// role, a query the API refuses, a host that is not the API's.
+    pub fn needs_operator(&self) -> bool {
+        match self {
+            ApiError::Auth(e) => e.is_persistent(),
+            ApiError::Forbidden { .. }
+            | ApiError::BadRequest { .. }
+            | ApiError::ForeignNextLink { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A few words for `STATUS=` and `status`: "role missing (HTTP 403)".
+    pub fn summary(&self) -> String {
+        match self {
+            ApiError::Auth(e) => e.summary(),
+            ApiError::Unauthorized { .. } => "token refused by the API (HTTP 401)".to_owned(),
+            ApiError::Forbidden { .. } => "role missing (HTTP 403)".to_owned(),
+            ApiError::BadRequest { .. } => "query refused (HTTP 400)".to_owned(),
+            ApiError::Throttled { .. } => "throttled".to_owned(),
+            ApiError::Server { status, .. } => format!("API server error (HTTP {status})"),
+            ApiError::Unexpected { status, .. } => format!("unexpected answer (HTTP {status})"),
+            ApiError::Transport(_) => "API unreachable".to_owned(),
+            ApiError::Malformed(_) => "malformed API answer".to_owned(),
+            ApiError::ForeignNextLink { host, .. } => format!("nextLink to {host} refused"),
+            ApiError::Cancelled => "stopped by shutdown".to_owned(),
+        }
+    }
+
+    /// The operator's next step, written to be printed under the error.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ApiError::Auth(e) => e.hint(),
+            ApiError::Unauthorized { .. } => {
+                "the API refuses this tenant's tokens: check `cloud` (the token scope must match the API host) and that the customer consented (`mde-poller consent-url`)"
+            }
+            ApiError::Forbidden { .. } => {
+                "the app's token lacks the Alert.Read.All role in this tenant: add the WindowsDefenderATP application permission Alert.Read.All to the app registration, then have the customer's Global Administrator consent again (`mde-poller consent-url`)"
+            }
+            ApiError::BadRequest { .. } => {
+                "the API refused the query: check api_url and `cloud`; if they are right, report this line (the API may have changed)"
+            }
+            ApiError::Throttled { .. } => {
+                "the API throttled this tenant: polls resume after its Retry-After; act only if it persists (another tool using the same app registration shares the budget)"
+            }
+            ApiError::Server { .. } => {
+                "the API failed on its side: the next poll tries again; act only if it persists (check https://status.cloud.microsoft)"
+            }
+            ApiError::Unexpected { .. } | ApiError::Malformed(_) => {
+                "the answer is not the Defender for Endpoint alerts API's: check api_url and `cloud`, and any proxy in between that rewrites responses"
+            }
+            ApiError::Transport(_) => {
+                "check network access from this host to api_url: DNS, firewall, `http.proxy`, `http.ca_file`"
+            }
+            ApiError::ForeignNextLink { .. } => {
+                "the API's answer sent paging to another host: check api_url and `cloud` (api_url must be the host the API answers from), and any proxy in between that rewrites responses"
+            }
+            ApiError::Cancelled => "none: the daemon is stopping",
+        }
     }
 }
 
@@ -175,6 +242,12 @@ impl AlertsApi {
             tokens,
             budget,
         }
+    }
+
+    /// The token source this API authenticates with (`check` asks it for a
+    /// fresh token to read its claims).
+    pub fn tokens(&self) -> &TokenSource {
+        &self.tokens
     }
 
     /// How long the server's last `Retry-After` still forbids calls.
@@ -212,10 +285,16 @@ impl AlertsApi {
         buf: Vec<u8>,
     ) -> Result<PageBody, ApiError> {
         if !link.starts_with(&format!("{}/", self.base)) {
-            return Err(ApiError::Malformed(format!(
-                "@odata.nextLink points outside {}: refused",
-                self.base
-            )));
+            // Only the host is named: the link's query is long and the
+            // operator needs to see where it pointed, not what it asked.
+            let host = reqwest::Url::parse(link)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "an unparsable address".to_owned());
+            return Err(ApiError::ForeignNextLink {
+                host,
+                api: self.base.clone(),
+            });
         }
         self.get_with_retries(link, cancel, buf).await
     }
@@ -275,14 +354,7 @@ impl AlertsApi {
                 }
                 delay = Duration::ZERO;
             }
-            tracing::warn!(
-                event = "api_retry",
-                tenant = %self.tokens.tenant_name(),
-                error = %err,
-                attempt = backoff.attempts(),
-                delay_ms = delay.as_millis() as u64,
-                "alerts API call failed; retrying"
-            );
+            crate::events::api_retry(self.tokens.tenant_name(), &err, backoff.attempts(), delay);
             tokio::select! {
                 _ = cancel.cancelled() => return Err(ApiError::Cancelled),
                 _ = tokio::time::sleep(delay) => {}

@@ -8,10 +8,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AlertsApi, ApiError, Query};
-use crate::auth::TokenSource;
+use crate::api::{ApiError, Query};
+use crate::auth::Claims;
 use crate::config::{Settings, TenantSettings};
 use crate::ratelimit::CallBudget;
+use crate::scheduler;
 use crate::store::Store;
 use crate::timestamp::Timestamp;
 
@@ -68,56 +69,74 @@ pub async fn check(settings: &Settings) -> anyhow::Result<Vec<CheckResult>> {
     Ok(results)
 }
 
+/// What `check` finds wrong in a token's claims, with the next step for each.
+#[derive(Debug, thiserror::Error)]
+enum ClaimsProblem {
+    #[error("the token cannot be decoded: {0}")]
+    NotJwt(crate::auth::AuthError),
+    #[error("the token carries no tid (tenant) claim")]
+    NoTenant,
+    #[error("the token was issued for tenant {tid}, not {expected}")]
+    OtherTenant { tid: String, expected: String },
+    #[error("the token carries no Alert.Read.All or Alert.ReadWrite.All role")]
+    NoRole,
+}
+
+impl ClaimsProblem {
+    fn hint(&self) -> &'static str {
+        match self {
+            ClaimsProblem::NotJwt(_) => {
+                "the token endpoint returned a token that is not a JWT: check login_url"
+            }
+            ClaimsProblem::NoTenant => {
+                "check login_url: the token endpoint does not look like Entra ID's"
+            }
+            ClaimsProblem::OtherTenant { .. } => {
+                "check tenant_id and login_url: the token endpoint answered for another tenant"
+            }
+            ClaimsProblem::NoRole => {
+                "add the WindowsDefenderATP application permission Alert.Read.All to the app registration, then have the customer's Global Administrator consent again (mde-poller consent-url)"
+            }
+        }
+    }
+}
+
+/// The claims a poll needs: this tenant, and a role that reads alerts.
+fn verify_claims(claims: &Claims, t: &TenantSettings) -> Result<(), ClaimsProblem> {
+    let tid = claims.tid.as_deref().ok_or(ClaimsProblem::NoTenant)?;
+    if !tid.eq_ignore_ascii_case(&t.tenant_id) {
+        return Err(ClaimsProblem::OtherTenant {
+            tid: tid.to_owned(),
+            expected: t.tenant_id.clone(),
+        });
+    }
+    if !claims.can_read_alerts() {
+        return Err(ClaimsProblem::NoRole);
+    }
+    Ok(())
+}
+
 async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
-    let tokens = match TokenSource::new(http.clone(), &t) {
-        Ok(s) => Arc::new(s),
+    // The same poller `run` and `once` build, so `check` tries what they use.
+    let poll = match scheduler::tenant_poll(&http, &t, Arc::new(CallBudget::default())) {
+        Ok(p) => p,
         Err(e) => return CheckResult::failed(&t, "token", e.to_string(), e.hint(), vec![]),
     };
-    let token = match tokens.fetch_fresh().await {
+    let token = match poll.api.tokens().fetch_fresh().await {
         Ok(tok) => tok,
         Err(e) => return CheckResult::failed(&t, "token", e.to_string(), e.hint(), vec![]),
     };
     let claims = match token.claims() {
         Ok(c) => c,
         Err(e) => {
-            return CheckResult::failed(
-                &t,
-                "claims",
-                e.to_string(),
-                "the token endpoint returned a token that is not a JWT: check login_url",
-                vec![],
-            )
+            let p = ClaimsProblem::NotJwt(e);
+            return CheckResult::failed(&t, "claims", p.to_string(), p.hint(), vec![]);
         }
     };
     let roles = claims.roles.clone();
-    let Some(tid) = &claims.tid else {
-        return CheckResult::failed(
-            &t,
-            "claims",
-            "the token carries no tid (tenant) claim".to_owned(),
-            "check login_url: the token endpoint does not look like Entra ID's",
-            roles,
-        );
-    };
-    if !tid.eq_ignore_ascii_case(&t.tenant_id) {
-        return CheckResult::failed(
-            &t,
-            "claims",
-            format!("the token was issued for tenant {tid}, not {}", t.tenant_id),
-            "check tenant_id and login_url: the token endpoint answered for another tenant",
-            roles,
-        );
+    if let Err(p) = verify_claims(&claims, &t) {
+        return CheckResult::failed(&t, "claims", p.to_string(), p.hint(), roles);
     }
-    if !claims.can_read_alerts() {
-        return CheckResult::failed(
-            &t,
-            "claims",
-            "the token carries no Alert.Read.All or Alert.ReadWrite.All role".to_owned(),
-            "add the WindowsDefenderATP application permission Alert.Read.All to the app registration, then have the customer's Global Administrator consent again (mde-poller consent-url)",
-            roles,
-        );
-    }
-    let api = AlertsApi::new(http, &t.api_url, tokens, Arc::new(CallBudget::default()));
     let query = Query {
         from: Timestamp::now().saturating_sub(Duration::from_secs(86_400)),
         to: None,
@@ -125,12 +144,17 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
         skip: 0,
         expand_evidence: false,
     };
-    match api
+    let answer = poll
+        .api
         .fetch(&query, &CancellationToken::new())
         .await
-        .map(|body| body.parse().map(|p| p.value.len()))
-    {
-        Ok(Ok(_)) => CheckResult {
+        .and_then(|body| {
+            body.parse()
+                .map(|_| ())
+                .map_err(|e| ApiError::Malformed(e.to_string()))
+        });
+    match answer {
+        Ok(()) => CheckResult {
             tenant: t.name.clone(),
             tenant_id: t.tenant_id.clone(),
             ok: true,
@@ -139,23 +163,7 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
             hint: None,
             roles,
         },
-        Ok(Err(e)) => CheckResult::failed(
-            &t,
-            "api",
-            format!("malformed answer: {e}"),
-            "check api_url: it does not look like the Defender for Endpoint API",
-            roles,
-        ),
-        Err(e) => {
-            let hint = match &e {
-                ApiError::Forbidden { .. } => "the app lacks the Alert.Read.All permission in this tenant: add it and have the customer consent again",
-                ApiError::Auth(a) => a.hint(),
-                ApiError::Transport(_) => "check api_url, the proxy and the CA bundle ([http] ca_file)",
-                ApiError::Throttled { .. } => "the tenant is throttled; wait and check again",
-                _ => "see the problem; check api_url and the cloud setting",
-            };
-            CheckResult::failed(&t, "api", e.to_string(), hint, roles)
-        }
+        Err(e) => CheckResult::failed(&t, "api", e.to_string(), e.hint(), roles),
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Settings};
+use crate::events;
 use crate::logging::LogHandle;
 use crate::notify::{self, SystemdObserver};
 use crate::output::Sink;
@@ -56,12 +57,7 @@ pub async fn run(
     observer.spawn_watchdog(background.clone());
     spawn_pruning(env.clone(), settings.store.retention, background.clone());
     notify::ready();
-    tracing::info!(
-        event = "daemon_started",
-        tenants = settings.enabled_tenants().count(),
-        config = %config_path.display(),
-        "polling"
-    );
+    events::daemon_started(settings.enabled_tenants().count(), config_path);
 
     let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut current = settings;
@@ -78,13 +74,10 @@ pub async fn run(
     }
 
     notify::stopping();
-    tracing::info!(
-        event = "daemon_stopping",
-        "stopping: no new polls; finishing the pages in flight"
-    );
+    events::daemon_stopping();
     background.cancel();
     scheduler.shutdown(SHUTDOWN_GRACE).await;
-    tracing::info!(event = "daemon_stopped", "stopped");
+    events::daemon_stopped();
     Ok(())
 }
 
@@ -103,44 +96,32 @@ async fn reload(
     let new = match loaded {
         Ok(new) => new,
         Err(e) => {
-            tracing::error!(event = "reload_failed", error = %e, "the new config is invalid; the running config stays in force");
+            events::reload_failed(&e);
             // Rotation still happens on a bad reload: logrotate sent this HUP.
             reopen_output(env);
             return;
         }
     };
     for w in &new.warnings {
-        tracing::warn!(event = "config_warning", "{w}");
+        events::config_warning(w);
     }
     if let Some(log) = log {
         log.set_level(&new.log.level);
     }
     if new.log.format != current.log.format {
-        tracing::warn!(
-            event = "restart_needed",
-            key = "log.format",
-            "log.format changes at the next restart"
-        );
+        events::restart_needed("log.format");
     }
     if new.store.path != current.store.path {
-        tracing::warn!(
-            event = "restart_needed",
-            key = "store.path",
-            "store.path changes at the next restart"
-        );
+        events::restart_needed("store.path");
     }
     if new.output != current.output {
         match Sink::open(&new.output.target) {
             Ok(sink) => {
                 env.emitter.replace(sink, new.output.format);
-                tracing::info!(
-                    event = "output_changed",
-                    "output now {:?}",
-                    new.output.target
-                );
+                events::output_changed(&new.output.target);
             }
             Err(e) => {
-                tracing::error!(event = "output_open_failed", error = %e, "cannot open the new output; keeping the old one");
+                events::output_open_failed(&e);
             }
         }
     } else {
@@ -148,22 +129,16 @@ async fn reload(
     }
     match scheduler.reload(&new).await {
         Ok(()) => {
-            tracing::info!(
-                event = "reloaded",
-                tenants = new.enabled_tenants().count(),
-                "config reloaded"
-            );
+            events::reloaded(new.enabled_tenants().count());
             *current = new;
         }
-        Err(e) => {
-            tracing::error!(event = "reload_failed", error = %e, "could not apply the new config")
-        }
+        Err(e) => events::reload_failed(&e),
     }
 }
 
 fn reopen_output(env: &PollEnv) {
     if let Err(e) = env.emitter.reopen() {
-        tracing::error!(event = "output_reopen_failed", error = %e, "cannot reopen the output file; still writing to the old one");
+        events::output_reopen_failed(&e);
     }
 }
 
@@ -178,18 +153,9 @@ fn spawn_pruning(env: PollEnv, retention: Duration, cancel: CancellationToken) {
             }
             let older_than = Timestamp::now().saturating_sub(retention);
             match crate::poll::blocking(&env.store, move |s| s.prune(older_than)).await {
-                Ok((alerts, polls)) if alerts + polls > 0 => {
-                    tracing::info!(
-                        event = "store_pruned",
-                        alerts,
-                        polls,
-                        "forgot rows older than store.retention"
-                    )
-                }
+                Ok((alerts, polls)) if alerts + polls > 0 => events::store_pruned(alerts, polls),
                 Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(event = "store_prune_failed", error = %e, "pruning failed; will try again")
-                }
+                Err(e) => events::store_prune_failed(&e),
             }
         }
     });
@@ -209,7 +175,7 @@ pub async fn once(settings: &Settings, shutdown: impl Future<Output = ()>) -> an
             polls.await?
         }
     };
-    Ok(results.iter().all(|(_, r)| r.is_ok()))
+    Ok(results.values().all(|h| *h == scheduler::Health::Ok))
 }
 
 /// Resolves at SIGTERM or SIGINT.

@@ -83,7 +83,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     )?;
     let settings = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let log = logging::init(&settings.log);
-    tracing::info!(event = "demo_started", simulator = %sim.url(), config = %config_path.display(), "demo: the simulator serves 3 tenants; fabrikam never consented");
+    crate::events::demo_started(&sim.url(), &config_path);
 
     let stop = async move {
         match duration {

@@ -18,7 +18,8 @@
 //!   `mde-poller demo` and the benchmark.
 //!
 //! Around them: [`cli`] (the command line), [`commands`] (`check`, `status`,
-//! `consent-url`), [`demo`], [`logging`] (tracing on stderr), [`notify`]
+//! `consent-url`), [`demo`], [`events`] (every log line, by name),
+//! [`logging`] (tracing on stderr), [`notify`]
 //! (sd_notify and the watchdog), [`http`] (the shared client), [`backoff`],
 //! and [`timestamp`] (the API's 100 ns timestamps).
 //!
@@ -34,6 +35,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod events;
 pub mod http;
 pub mod logging;
 pub mod notify;

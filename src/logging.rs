@@ -43,7 +43,7 @@ pub fn init(settings: &LogSettings) -> LogHandle {
 pub fn init_with_warnings(settings: &Settings) -> LogHandle {
     let handle = init(&settings.log);
     for warning in &settings.warnings {
-        tracing::warn!(event = "config_warning", "{warning}");
+        crate::events::config_warning(warning);
     }
     handle
 }
@@ -51,7 +51,7 @@ pub fn init_with_warnings(settings: &Settings) -> LogHandle {
 impl LogHandle {
     pub fn set_level(&self, level: &str) {
         if let Err(e) = self.filter.reload(filter(level)) {
-            tracing::warn!(event = "log_level_unchanged", error = %e, "could not change the log level");
+            crate::events::log_level_unchanged(&e);
         }
     }
 }

@@ -55,7 +55,7 @@ fn exit(outcome: anyhow::Result<bool>) -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            tracing::error!(event = "fatal", error = format!("{e:#}"), "stopping");
+            mde_poller::events::fatal(&e);
             eprintln!("mde-poller: {e:#}");
             ExitCode::from(1)
         }

@@ -16,7 +16,7 @@ fn send(states: &[NotifyState]) {
     // Failing to reach systemd is not worth stopping the daemon for; without
     // NOTIFY_SOCKET this returns Ok at once.
     if let Err(e) = sd_notify::notify(false, states) {
-        tracing::debug!(event = "sd_notify_failed", error = %e, "sd_notify failed");
+        crate::events::sd_notify_failed(&e);
     }
 }
 
@@ -132,11 +132,7 @@ impl SystemdObserver {
             if now_ms.saturating_sub(last) <= period.as_millis() as u64 {
                 ping();
             } else {
-                tracing::error!(
-                    event = "scheduler_stalled",
-                    since_ms = now_ms - last,
-                    "scheduler made no progress; withholding the watchdog ping"
-                );
+                crate::events::scheduler_stalled(now_ms - last);
             }
         }
     }

@@ -106,6 +106,8 @@ pub struct PollReport {
     pub cursor: Option<String>,
 }
 
+/// Why a poll failed. `Display` says what happened, `summary` a few words for
+/// `STATUS=`, `hint` the operator's next step.
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error(transparent)]
@@ -116,6 +118,10 @@ pub enum PollError {
     Output(std::io::Error),
     #[error("a page of alerts could not be parsed after {MALFORMED_RETRIES} tries: {0}")]
     Malformed(String),
+    /// One instant kept answering full pages however far `$skip` went: the
+    /// server (or a proxy) drops `$skip`, and that instant cannot be read whole.
+    #[error("the alerts API answered {pages} full pages for the one instant {at} whatever the $skip: it ignores $skip, so the alerts of that instant cannot all be read")]
+    SkipIgnored { at: Timestamp, pages: u32 },
 }
 
 impl PollError {
@@ -127,19 +133,53 @@ impl PollError {
         }
     }
 
-    /// Local trouble (disk full, read-only database, unwritable output) or a
-    /// missing role: retrying will not help until someone acts.
+    /// Local trouble (disk full, read-only database, unwritable output), a
+    /// missing role, or an API that does not page as documented: retrying
+    /// will not help until someone acts.
     pub fn needs_operator(&self) -> bool {
         match self {
             PollError::Store(e) => !e.is_retryable(),
-            PollError::Output(_) => true,
-            PollError::Api(ApiError::Forbidden { .. } | ApiError::BadRequest { .. }) => true,
-            _ => false,
+            PollError::Output(_) | PollError::SkipIgnored { .. } => true,
+            PollError::Api(e) => e.needs_operator(),
+            PollError::Malformed(_) => false,
         }
     }
 
     pub fn is_cancelled(&self) -> bool {
         matches!(self, PollError::Api(ApiError::Cancelled))
+    }
+
+    /// A few words for `STATUS=` and `status`.
+    pub fn summary(&self) -> String {
+        match self {
+            PollError::Api(e) => e.summary(),
+            PollError::Store(_) => "database error".to_owned(),
+            PollError::Output(_) => "output not writable".to_owned(),
+            PollError::Malformed(_) => "malformed pages".to_owned(),
+            PollError::SkipIgnored { .. } => "API ignores $skip".to_owned(),
+        }
+    }
+
+    /// The operator's next step, written to be printed under the error.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            PollError::Api(e) => e.hint(),
+            PollError::Store(e) if e.is_retryable() => {
+                "the database was busy: the next poll tries again; act only if it persists"
+            }
+            PollError::Store(_) => {
+                "check the database file named in the error: disk space, permissions, and that no other process holds it (store.path)"
+            }
+            PollError::Output(_) => {
+                "check the output: disk space and permissions of output.target, or that the process reading stdout is still running"
+            }
+            PollError::Malformed(_) => {
+                "pages kept arriving truncated or garbled: check any proxy between this host and the API; the next poll tries again"
+            }
+            PollError::SkipIgnored { .. } => {
+                "check api_url and `cloud`, and any proxy in between that drops query parameters; if they are right, report this line (the API no longer honours $skip)"
+            }
+        }
     }
 }
 
@@ -348,9 +388,10 @@ impl Run<'_> {
             }
         }
         // A server that ignores $skip answers the same full page forever.
-        Err(PollError::Malformed(format!(
-            "the API returned {MAX_INSTANT_PAGES} full pages for the one instant {at}: it seems to ignore $skip"
-        )))
+        Err(PollError::SkipIgnored {
+            at,
+            pages: MAX_INSTANT_PAGES,
+        })
     }
 
     /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held.

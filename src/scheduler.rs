@@ -22,9 +22,10 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::api::AlertsApi;
-use crate::auth::TokenSource;
+use crate::auth::{AuthError, TokenSource};
 use crate::config::{Credential, HttpSettings, PollSettings, Settings, TenantSettings};
-use crate::poll::{self, PollEnv, PollError, PollReport, TenantPoll};
+use crate::events;
+use crate::poll::{self, PollEnv, TenantPoll};
 use crate::ratelimit::CallBudget;
 
 /// The longest pause of a tenant whose token requests fail for a reason the
@@ -75,6 +76,7 @@ struct TenantRuntime {
 
 struct Entry {
     job: Uuid,
+    name: String,
     fingerprint: u64,
 }
 
@@ -100,18 +102,7 @@ impl Scheduler {
         env: PollEnv,
         observer: impl Observer,
     ) -> Result<Scheduler, SchedulerError> {
-        let http = crate::http::client(&settings.http, settings.poll.timeout)?;
-        let inner = Arc::new(Inner {
-            permits: RwLock::new(Arc::new(Semaphore::new(settings.poll.concurrency.max(1)))),
-            env: RwLock::new(env),
-            http: RwLock::new(http),
-            cancel: CancellationToken::new(),
-            tracker: TaskTracker::new(),
-            health: Mutex::new(BTreeMap::new()),
-            locks: Mutex::new(HashMap::new()),
-            budgets: Mutex::new(HashMap::new()),
-            observer: Box::new(observer),
-        });
+        let inner = Inner::new(settings, env, Box::new(observer), CancellationToken::new())?;
         let jobs = JobScheduler::new().await?;
         // A heartbeat job: if the scheduler wedges, it stops, and so do the
         // watchdog pings, and systemd restarts us.
@@ -131,7 +122,7 @@ impl Scheduler {
             entries: HashMap::new(),
             poll_settings: settings.poll.clone(),
         };
-        scheduler.apply_tenants(settings, true).await?;
+        scheduler.apply_tenants(settings, true, false).await?;
         Ok(scheduler)
     }
 
@@ -142,23 +133,27 @@ impl Scheduler {
         // keep the client they hold; new and changed ones get this one.
         *self.inner.http.write().expect("http lock") =
             crate::http::client(&settings.http, settings.poll.timeout)?;
-        if settings.poll != self.poll_settings {
+        let restart_all = settings.poll != self.poll_settings;
+        if restart_all {
             *self.inner.permits.write().expect("permits lock") =
                 Arc::new(Semaphore::new(settings.poll.concurrency.max(1)));
             self.inner.env.write().expect("env lock").settings = settings.poll.clone();
             self.poll_settings = settings.poll.clone();
-            // Every job's interval may have changed: rebuild them all.
-            for (_, entry) in self.entries.drain() {
-                self.jobs.remove(&entry.job).await?;
-            }
+            // Every job's interval may have changed: all restart, in one line
+            // of log rather than a `tenant_added` per tenant.
+            events::poll_settings_changed(settings.enabled_tenants().count());
         }
-        self.apply_tenants(settings, false).await
+        self.apply_tenants(settings, false, restart_all).await
     }
 
+    /// Starts, restarts and stops jobs so that they match `settings`:
+    /// `first` at start-up (nothing is "added"), `restart_all` when `[poll]`
+    /// changed and every job must take the new interval or schedule.
     async fn apply_tenants(
         &mut self,
         settings: &Settings,
         first: bool,
+        restart_all: bool,
     ) -> Result<(), SchedulerError> {
         let tenants = &settings.tenants;
         let wanted: HashMap<&str, &TenantSettings> = tenants
@@ -175,7 +170,7 @@ impl Scheduler {
         for id in gone {
             if let Some(entry) = self.entries.remove(&id) {
                 self.jobs.remove(&entry.job).await?;
-                tracing::info!(event = "tenant_removed", tenant_id = %id, "tenant no longer polled (a poll in flight finishes)");
+                events::tenant_removed(&entry.name, &id);
             }
         }
         {
@@ -184,40 +179,41 @@ impl Scheduler {
         }
         for tenant in settings.enabled_tenants() {
             let fingerprint = fingerprint(tenant, &settings.http);
-            let changed = match self.entries.get(&tenant.tenant_id) {
-                Some(entry) if entry.fingerprint == fingerprint => continue,
-                Some(_) => true,
-                None => false,
+            let (existing, changed) = match self.entries.get(&tenant.tenant_id) {
+                Some(entry) if entry.fingerprint == fingerprint && !restart_all => continue,
+                Some(entry) => (true, entry.fingerprint != fingerprint),
+                None => (false, false),
             };
             // Built before the old job goes: a new credential that does not
             // load leaves the tenant polling with the one it had.
-            let runtime = match self.runtime(tenant) {
+            let runtime = match runtime(&self.inner, tenant, self.poll_settings.interval) {
                 Ok(r) => Arc::new(r),
                 Err(e) => {
-                    let kept = if changed {
-                        "; the previous settings stay in force"
-                    } else {
-                        ""
-                    };
-                    tracing::error!(event = "tenant_credential_invalid", tenant = %tenant.name, error = %e, "tenant cannot use its new credential{kept}");
-                    if !changed {
-                        self.set_health(&tenant.name, Health::Failing(e.to_string()));
+                    events::tenant_credential_invalid(&tenant.name, &e, existing);
+                    if !existing {
+                        self.set_health(&tenant.name, Health::Failing(e.summary()));
                     }
                     continue;
                 }
             };
+            if let Some(entry) = self.entries.remove(&tenant.tenant_id) {
+                self.jobs.remove(&entry.job).await?;
+            }
             if changed {
-                if let Some(entry) = self.entries.remove(&tenant.tenant_id) {
-                    self.jobs.remove(&entry.job).await?;
-                }
-                tracing::info!(event = "tenant_changed", tenant = %tenant.name, "tenant settings changed; restarting its schedule");
-            } else if !first {
-                tracing::info!(event = "tenant_added", tenant = %tenant.name, "tenant added");
+                events::tenant_changed(&tenant.name);
+            } else if !existing && !first {
+                events::tenant_added(&tenant.name);
             }
             let job = self.job(Arc::clone(&runtime))?;
             let job = self.jobs.add(job).await?;
-            self.entries
-                .insert(tenant.tenant_id.clone(), Entry { job, fingerprint });
+            self.entries.insert(
+                tenant.tenant_id.clone(),
+                Entry {
+                    job,
+                    name: tenant.name.clone(),
+                    fingerprint,
+                },
+            );
             self.inner
                 .health
                 .lock()
@@ -229,37 +225,6 @@ impl Scheduler {
             self.inner.tracker.spawn(tick(inner, runtime));
         }
         Ok(())
-    }
-
-    fn runtime(&self, tenant: &TenantSettings) -> Result<TenantRuntime, crate::auth::AuthError> {
-        let http = self.inner.http.read().expect("http lock").clone();
-        let tokens = Arc::new(TokenSource::new(http.clone(), tenant)?);
-        let budget = Arc::clone(
-            self.inner
-                .budgets
-                .lock()
-                .expect("budgets lock")
-                .entry(tenant.tenant_id.clone())
-                .or_default(),
-        );
-        let lock = Arc::clone(
-            self.inner
-                .locks
-                .lock()
-                .expect("locks lock")
-                .entry(tenant.tenant_id.clone())
-                .or_default(),
-        );
-        Ok(TenantRuntime {
-            poll: TenantPoll {
-                name: tenant.name.clone(),
-                tenant_id: tenant.tenant_id.clone(),
-                api: AlertsApi::new(http, &tenant.api_url, tokens, budget),
-            },
-            lock,
-            interval: self.poll_settings.interval,
-            auth_pause: Mutex::new(None),
-        })
     }
 
     fn job(&self, runtime: Arc<TenantRuntime>) -> Result<Job, SchedulerError> {
@@ -292,10 +257,7 @@ impl Scheduler {
             .await
             .is_err()
         {
-            tracing::warn!(
-                event = "shutdown_timeout",
-                "polls still running after {grace:?}; stopping anyway"
-            );
+            events::shutdown_timeout(grace);
         }
     }
 }
@@ -309,6 +271,75 @@ fn set_health(inner: &Inner, name: &str, health: Health) {
     inner.observer.cycle(&snapshot);
 }
 
+impl Inner {
+    fn new(
+        settings: &Settings,
+        env: PollEnv,
+        observer: Box<dyn Observer>,
+        cancel: CancellationToken,
+    ) -> Result<Arc<Inner>, SchedulerError> {
+        let http = crate::http::client(&settings.http, settings.poll.timeout)?;
+        Ok(Arc::new(Inner {
+            permits: RwLock::new(Arc::new(Semaphore::new(settings.poll.concurrency.max(1)))),
+            env: RwLock::new(env),
+            http: RwLock::new(http),
+            cancel,
+            tracker: TaskTracker::new(),
+            health: Mutex::new(BTreeMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(HashMap::new()),
+            observer,
+        }))
+    }
+}
+
+/// The one way a tenant's poller is built (`run`, `once`, `check` and the
+/// tests): its token source and its alerts API on `http`, counting calls
+/// against `budget`. Fails when the credential cannot be loaded.
+pub fn tenant_poll(
+    http: &reqwest::Client,
+    tenant: &TenantSettings,
+    budget: Arc<CallBudget>,
+) -> Result<TenantPoll, AuthError> {
+    let tokens = Arc::new(TokenSource::new(http.clone(), tenant)?);
+    Ok(TenantPoll {
+        name: tenant.name.clone(),
+        tenant_id: tenant.tenant_id.clone(),
+        api: AlertsApi::new(http.clone(), &tenant.api_url, tokens, budget),
+    })
+}
+
+/// A tenant's poller with the lock and budget it keeps across reloads.
+fn runtime(
+    inner: &Inner,
+    tenant: &TenantSettings,
+    interval: Duration,
+) -> Result<TenantRuntime, AuthError> {
+    let http = inner.http.read().expect("http lock").clone();
+    let budget = Arc::clone(
+        inner
+            .budgets
+            .lock()
+            .expect("budgets lock")
+            .entry(tenant.tenant_id.clone())
+            .or_default(),
+    );
+    let lock = Arc::clone(
+        inner
+            .locks
+            .lock()
+            .expect("locks lock")
+            .entry(tenant.tenant_id.clone())
+            .or_default(),
+    );
+    Ok(TenantRuntime {
+        poll: tenant_poll(&http, tenant, budget)?,
+        lock,
+        interval,
+        auth_pause: Mutex::new(None),
+    })
+}
+
 /// One scheduled poll of one tenant, unless one is running or the tenant is
 /// paused for a credential problem.
 async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
@@ -317,17 +348,21 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
     }
     let name = &runtime.poll.name;
     let Ok(_guard) = runtime.lock.clone().try_lock_owned() else {
-        tracing::debug!(event = "poll_skipped", tenant = %name, "previous poll still running");
+        events::poll_skipped(name, "previous poll still running", None);
         return;
     };
     if let Some((until, _)) = *runtime.auth_pause.lock().expect("pause lock") {
         if Instant::now() < until {
-            tracing::debug!(event = "poll_skipped", tenant = %name, "paused after a credential error");
+            events::poll_skipped(name, "paused after a credential error", None);
             return;
         }
     }
     if let Some(left) = runtime.poll.api.blocked_for() {
-        tracing::debug!(event = "poll_skipped", tenant = %name, retry_after_s = left.as_secs(), "the API's Retry-After still holds");
+        events::poll_skipped(
+            name,
+            "the API's Retry-After still holds",
+            Some(left.as_secs()),
+        );
         return;
     }
     let permits = inner.permits.read().expect("permits lock").clone();
@@ -341,15 +376,12 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(report) => {
-            log_success(name, &report, elapsed_ms);
+            events::poll_finished(name, &report, elapsed_ms);
             *runtime.auth_pause.lock().expect("pause lock") = None;
             set_health(&inner, name, Health::Ok);
         }
-        Err(e) if e.is_cancelled() => {
-            tracing::info!(event = "poll_abandoned", tenant = %name, "poll stopped by shutdown; its unfinished pages will be read again");
-        }
+        Err(e) if e.is_cancelled() => events::poll_abandoned(name),
         Err(e) => {
-            let summary = failure_summary(&e);
             if let Some(auth) = e.persistent_auth() {
                 let mut pause = runtime.auth_pause.lock().expect("pause lock");
                 let delay = match *pause {
@@ -358,64 +390,11 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
                 }
                 .max(Duration::from_secs(1));
                 *pause = Some((Instant::now() + delay, delay));
-                tracing::error!(
-                    event = "tenant_auth_failed",
-                    tenant = %name,
-                    code = auth.code().unwrap_or(0),
-                    error = %auth,
-                    hint = auth.hint(),
-                    retry_in_s = delay.as_secs(),
-                    "token request refused; tenant paused"
-                );
-            } else if e.needs_operator() {
-                tracing::error!(event = "poll_failed", tenant = %name, error = %e, elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
+                events::tenant_auth_failed(name, auth, delay);
             } else {
-                tracing::warn!(event = "poll_failed", tenant = %name, error = %e, elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
+                events::poll_failed(name, &e, elapsed_ms);
             }
-            set_health(&inner, name, Health::Failing(summary));
-        }
-    }
-}
-
-fn log_success(name: &str, report: &PollReport, elapsed_ms: u64) {
-    tracing::info!(
-        event = "poll_finished",
-        tenant = %name,
-        seen = report.seen,
-        emitted = report.emitted,
-        requests = report.requests,
-        cursor = report.cursor.as_deref().unwrap_or("-"),
-        elapsed_ms,
-        "poll finished"
-    );
-}
-
-/// A few words for `STATUS=` and `check`.
-pub fn failure_summary(e: &PollError) -> String {
-    if let PollError::Api(crate::api::ApiError::Auth(auth)) = e {
-        if let Some(code) = auth.code() {
-            let words = match code {
-                700016 => "consent missing",
-                7000215 => "invalid client secret",
-                7000222 => "client secret expired",
-                90002 => "tenant not found",
-                500011 => "no Defender for Endpoint",
-                700027 | 50048 | 500133 => "certificate rejected",
-                7000112 => "app disabled",
-                53003 => "blocked by Conditional Access",
-                _ => "token refused",
-            };
-            return format!("{words} (AADSTS{code})");
-        }
-    }
-    match e {
-        PollError::Api(crate::api::ApiError::Forbidden { .. }) => {
-            "role missing (HTTP 403)".to_owned()
-        }
-        PollError::Api(crate::api::ApiError::Throttled { .. }) => "throttled".to_owned(),
-        other => {
-            let text = other.to_string();
-            text.chars().take(80).collect()
+            set_health(&inner, name, Health::Failing(e.summary()));
         }
     }
 }
@@ -446,55 +425,126 @@ fn fingerprint(t: &TenantSettings, http: &HttpSettings) -> u64 {
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }
 
-/// `once`: polls every enabled tenant one time, `concurrency` at a time, and
-/// returns each tenant's outcome.
+/// `once`: one scheduler tick for every enabled tenant, without the cron:
+/// the same poller, the same logging, `concurrency` at a time. Returns each
+/// tenant's health afterwards; a tenant `cancel` stopped stays `Pending`.
 pub async fn poll_all_once(
     settings: &Settings,
     env: PollEnv,
     cancel: &CancellationToken,
-) -> Result<Vec<(String, Result<PollReport, String>)>, SchedulerError> {
-    let http = crate::http::client(&settings.http, settings.poll.timeout)?;
-    let permits = Arc::new(Semaphore::new(settings.poll.concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
+) -> Result<BTreeMap<String, Health>, SchedulerError> {
+    let inner = Inner::new(settings, env, Box::new(()), cancel.clone())?;
     for tenant in settings.enabled_tenants() {
-        let name = tenant.name.clone();
-        let tokens = match TokenSource::new(http.clone(), tenant) {
-            Ok(t) => Arc::new(t),
+        match runtime(&inner, tenant, settings.poll.interval) {
+            Ok(runtime) => {
+                set_health(&inner, &tenant.name, Health::Pending);
+                inner
+                    .tracker
+                    .spawn(tick(Arc::clone(&inner), Arc::new(runtime)));
+            }
             Err(e) => {
-                tracing::error!(event = "tenant_credential_invalid", tenant = %name, error = %e, "tenant cannot be polled");
-                tasks.spawn(async move { (name, Err(e.to_string())) });
-                continue;
+                events::tenant_credential_invalid(&tenant.name, &e, false);
+                set_health(&inner, &tenant.name, Health::Failing(e.summary()));
             }
-        };
-        let poll = TenantPoll {
-            name: name.clone(),
-            tenant_id: tenant.tenant_id.clone(),
-            api: AlertsApi::new(
-                http.clone(),
-                &tenant.api_url,
-                tokens,
-                Arc::new(CallBudget::default()),
-            ),
-        };
-        let (env, permits, cancel) = (env.clone(), Arc::clone(&permits), cancel.clone());
-        tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("semaphore never closed");
-            let started = Instant::now();
-            let result = poll::poll_tenant(&env, &poll, &cancel).await;
-            match &result {
-                Ok(report) => log_success(&name, report, started.elapsed().as_millis() as u64),
-                Err(e) => match e.persistent_auth() {
-                    Some(auth) => tracing::error!(event = "tenant_auth_failed", tenant = %name, code = auth.code().unwrap_or(0), error = %auth, hint = auth.hint(), "token request refused"),
-                    None => tracing::warn!(event = "poll_failed", tenant = %name, error = %e, "poll failed; cursor unchanged"),
-                },
-            }
-            (name, result.map_err(|e| failure_summary(&e)))
+        }
+    }
+    inner.tracker.close();
+    inner.tracker.wait().await;
+    let health = inner.health.lock().expect("health lock").clone();
+    Ok(health)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::ApiError;
+    use crate::auth::AuthError;
+    use crate::poll::PollError;
+    use crate::timestamp::Timestamp;
+
+    fn refused(code: u32) -> PollError {
+        PollError::Api(ApiError::Auth(AuthError::Rejected {
+            status: 400,
+            error: "invalid_client".into(),
+            codes: vec![code],
+            description: String::new(),
+        }))
+    }
+
+    /// The words `STATUS=` shows per failing tenant, and the next step the
+    /// log and `check` show, come from the error itself.
+    #[test]
+    fn each_failure_says_its_own_few_words_and_next_step() {
+        let foreign = PollError::Api(ApiError::ForeignNextLink {
+            host: "evil.example".into(),
+            api: "https://api.securitycenter.microsoft.com".into(),
         });
+        let skip = PollError::SkipIgnored {
+            at: Timestamp::parse("2026-11-26T10:00:00Z").unwrap(),
+            pages: 100,
+        };
+        let cases = [
+            (
+                refused(700016),
+                "consent missing (AADSTS700016)",
+                "consent-url",
+            ),
+            (
+                refused(7000222),
+                "client secret expired (AADSTS7000222)",
+                "new client secret",
+            ),
+            (
+                refused(700027),
+                "certificate rejected (AADSTS700027)",
+                "thumbprints",
+            ),
+            (refused(12345), "token refused (AADSTS12345)", "client_id"),
+            (
+                PollError::Api(ApiError::Forbidden {
+                    message: "Forbidden: no role".into(),
+                }),
+                "role missing (HTTP 403)",
+                "Alert.Read.All",
+            ),
+            (foreign, "nextLink to evil.example refused", "api_url"),
+            (skip, "API ignores $skip", "$skip"),
+        ];
+        for (error, summary, hint) in &cases {
+            assert_eq!(&error.summary(), summary, "{error}");
+            assert!(error.hint().contains(hint), "{error}: {}", error.hint());
+        }
     }
-    let mut results = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        results.push(joined.expect("poll task panicked"));
+
+    #[test]
+    fn errors_are_named_for_what_happened_not_for_json() {
+        let foreign = PollError::Api(ApiError::ForeignNextLink {
+            host: "evil.example".into(),
+            api: "https://api.securitycenter.microsoft.com".into(),
+        });
+        let text = foreign.to_string();
+        assert!(
+            text.contains("evil.example") && text.contains("not followed"),
+            "{text}"
+        );
+        assert!(!text.contains("malformed"), "{text}");
+        let skip = PollError::SkipIgnored {
+            at: Timestamp::parse("2026-11-26T10:00:00Z").unwrap(),
+            pages: 100,
+        };
+        let text = skip.to_string();
+        assert!(
+            text.contains("ignores $skip") && !text.contains("parsed"),
+            "{text}"
+        );
+        // Neither heals by itself: the poll fails at ERROR, not WARN.
+        assert!(foreign.needs_operator() && skip.needs_operator());
+        // A 403's message is what the server said; the next step is the hint's.
+        let forbidden = ApiError::Forbidden {
+            message: "Forbidden: no role".into(),
+        };
+        assert_eq!(
+            forbidden.to_string(),
+            "HTTP 403 from the alerts API: Forbidden: no role"
+        );
     }
-    results.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(results)
 }

@@ -242,12 +242,7 @@ impl Store {
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
             .map_err(err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(
-                event = "store_not_wal",
-                path = %path.display(),
-                journal_mode = %mode,
-                "the state database could not switch to WAL mode; `status` may block while polling"
-            );
+            crate::events::store_not_wal(path, &mode);
         }
         // In WAL mode, NORMAL survives a process crash or kill -9 (the WAL is
         // in the OS cache); only a power loss can drop the last commits. That

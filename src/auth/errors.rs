@@ -1,5 +1,6 @@
-//! Token errors: what went wrong, whether retrying can help, and the
-//! operator's next step for each AADSTS code partners actually meet.
+//! Token errors: what went wrong, whether retrying can help, a few words for
+//! `STATUS=` (`summary`), and the operator's next step (`hint`) for each
+//! AADSTS code partners actually meet.
 //!
 //! The classification is deliberately three-way (transient, persistent,
 //! neither): only transient errors are retried, and only persistent ones are
@@ -49,7 +50,10 @@ enum Class {
 /// One row of the AADSTS table (API-NOTES.md "Token errors").
 struct Entry {
     code: u32,
+    /// What the code means, for the error's `Display`.
     meaning: &'static str,
+    /// A few words for `STATUS=` and `status`, where a line holds many tenants.
+    summary: &'static str,
     hint: &'static str,
     class: Class,
 }
@@ -63,102 +67,119 @@ const TABLE: &[Entry] = &[
     Entry {
         code: 700016,
         meaning: "application not found in the tenant",
+        summary: "consent missing",
         hint: "the customer's Global Administrator has not consented (or revoked consent, or tenant_id is wrong): send them the link from `mde-poller consent-url`",
         class: Class::Persistent,
     },
     Entry {
         code: 90002,
         meaning: "tenant not found",
+        summary: "tenant not found",
         hint: "check tenant_id for a typo, and `cloud`: a GCC High or DoD tenant is not known to the commercial login host",
         class: Class::Persistent,
     },
     Entry {
         code: 900023,
         meaning: "invalid tenant identifier",
+        summary: "invalid tenant id",
         hint: "check tenant_id: it must be the customer's directory (tenant) ID, a GUID",
         class: Class::Persistent,
     },
     Entry {
         code: 7000215,
         meaning: "invalid client secret",
+        summary: "invalid client secret",
         hint: "paste the client secret's Value, not its Secret ID, from the app registration's \"Certificates & secrets\"",
         class: Class::Persistent,
     },
     Entry {
         code: 7000222,
         meaning: "client secret expired",
+        summary: "client secret expired",
         hint: "create a new client secret in the app registration (or move to a certificate) and update the config",
         class: Class::Persistent,
     },
     Entry {
         code: 500011,
         meaning: "resource principal not found in the tenant",
+        summary: "no Defender for Endpoint",
         hint: "the customer tenant has no Microsoft Defender for Endpoint (WindowsDefenderATP): confirm the customer's licence and onboarding, and `cloud`",
         class: Class::Persistent,
     },
     Entry {
         code: 700027,
         meaning: "client assertion signature invalid",
+        summary: "certificate rejected",
         hint: ASSERTION_HINT,
         class: Class::Persistent,
     },
     Entry {
         code: 50048,
         meaning: "client assertion subject does not match its issuer",
+        summary: "certificate rejected",
         hint: ASSERTION_HINT,
         class: Class::Persistent,
     },
     Entry {
         code: 500133,
         meaning: "client assertion outside its valid time",
+        summary: "certificate rejected",
         hint: "this host's clock is off: fix time synchronisation (NTP); also check the certificate upload",
         class: Class::Persistent,
     },
     Entry {
         code: 700024,
         meaning: "client assertion not within its valid time range",
+        summary: "host clock off",
         hint: "this host's clock is off: fix time synchronisation (NTP)",
         class: Class::Persistent,
     },
     Entry {
         code: 7000112,
         meaning: "application disabled in the tenant",
+        summary: "app disabled",
         hint: "ask the customer to re-enable the enterprise application (Entra admin center → Enterprise applications → Properties → Enabled for users to sign-in)",
         class: Class::Persistent,
     },
     Entry {
         code: 53003,
         meaning: "blocked by Conditional Access",
+        summary: "blocked by Conditional Access",
         hint: "the customer's Conditional Access policy for workload identities blocks this app: ask the customer to exclude it or allow this host's IP",
         class: Class::Persistent,
     },
     Entry {
         code: 70011,
         meaning: "invalid scope",
+        summary: "invalid scope",
         hint: "check `cloud` and any `[endpoints]` token_scope override: the scope must be the API's `/.default`",
         class: Class::Persistent,
     },
     Entry {
         code: 50196,
         meaning: "too many identical requests",
+        summary: "login throttled",
         hint: THROTTLED_HINT,
         class: Class::Transient,
     },
     Entry {
         code: 90055,
         meaning: "too many requests",
+        summary: "login throttled",
         hint: THROTTLED_HINT,
         class: Class::Transient,
     },
     Entry {
         code: 90024,
         meaning: "transient error at the login service",
+        summary: "login service busy",
         hint: THROTTLED_HINT,
         class: Class::Transient,
     },
     Entry {
         code: 50033,
         meaning: "retryable error at the login service",
+        summary: "login service busy",
         hint: THROTTLED_HINT,
         class: Class::Transient,
     },
@@ -272,17 +293,17 @@ impl AuthError {
         }
     }
 
-    /// A short, stable description for `check --json`.
-    pub fn problem(&self) -> String {
+    /// A few words for `STATUS=` and the `status` table, where one line
+    /// holds many tenants: "consent missing (AADSTS700016)". The full story
+    /// is the `Display` text, the next step [`hint`](Self::hint).
+    pub fn summary(&self) -> String {
         match self {
-            AuthError::Rejected { status, error, .. } => match self.code() {
-                Some(code) => match meaning_for(code) {
-                    Some(meaning) => format!("AADSTS{code}: {meaning}"),
-                    None if error.is_empty() => format!("AADSTS{code} (HTTP {status})"),
-                    None => format!("AADSTS{code}: {error}"),
-                },
-                None if error.is_empty() => format!("login service error (HTTP {status})"),
-                None => format!("{error} (HTTP {status})"),
+            AuthError::Rejected { status, .. } => match self.code() {
+                Some(code) => {
+                    let words = entry(code).map_or("token refused", |e| e.summary);
+                    format!("{words} (AADSTS{code})")
+                }
+                None => format!("token refused (HTTP {status})"),
             },
             AuthError::Transport(_) => "login host unreachable".to_owned(),
             AuthError::Malformed(_) => "unusable token response".to_owned(),
@@ -340,10 +361,7 @@ mod tests {
         assert!(e.hint().contains("mde-poller consent-url"));
         assert!(e.is_persistent() && !e.is_transient());
         assert_eq!(e.code(), Some(700016));
-        assert_eq!(
-            e.problem(),
-            "AADSTS700016: application not found in the tenant"
-        );
+        assert_eq!(e.summary(), "consent missing (AADSTS700016)");
     }
 
     #[test]
@@ -398,7 +416,7 @@ mod tests {
             e.to_string(),
             "token request rejected: HTTP 502 without an error body"
         );
-        assert_eq!(e.problem(), "login service error (HTTP 502)");
+        assert_eq!(e.summary(), "token refused (HTTP 502)");
         assert!(e.is_transient());
         let e = rejected(404, "", &[]);
         assert!(e.hint().contains("login"));

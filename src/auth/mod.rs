@@ -156,7 +156,7 @@ impl TokenSource {
         let mut cached = self.lock_cached();
         if cached.as_ref().is_some_and(|t| t.same_as(stale)) {
             *cached = None;
-            tracing::info!(event = "token_invalidated", tenant = %self.name, "token refused by the API; a new one will be requested");
+            crate::events::token_invalidated(&self.name);
         }
     }
 
@@ -190,24 +190,15 @@ impl TokenSource {
         loop {
             match self.request_once().await {
                 Ok(t) => {
-                    tracing::debug!(
-                        event = "token_acquired",
-                        tenant = %self.name,
-                        expires_in_s = t.expires_at().saturating_duration_since(Instant::now()).as_secs(),
-                        "token acquired"
+                    crate::events::token_acquired(
+                        &self.name,
+                        t.expires_at().saturating_duration_since(Instant::now()),
                     );
                     return Ok(t);
                 }
                 Err(e) if e.is_transient() && backoff.attempts() < MAX_RETRIES => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(
-                        event = "token_retry",
-                        tenant = %self.name,
-                        attempt = backoff.attempts(),
-                        delay_ms = delay.as_millis() as u64,
-                        error = %e,
-                        "token request failed; retrying"
-                    );
+                    crate::events::token_retry(&self.name, &e, backoff.attempts(), delay);
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => return Err(e),

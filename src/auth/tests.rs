@@ -471,7 +471,7 @@ async fn nothing_secret_is_ever_formatted() {
         shown.push(format!("{e}"));
         shown.push(format!("{e:?}"));
         shown.push(e.hint().to_owned());
-        shown.push(e.problem());
+        shown.push(e.summary());
     }
     let b64_token_body = token.bearer().split('.').nth(1).unwrap().to_owned();
     for text in &shown {

@@ -10,10 +10,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use mde_poller::api::AlertsApi;
-use mde_poller::auth::TokenSource;
-use mde_poller::poll::{poll_tenant, TenantPoll};
+use mde_poller::poll::poll_tenant;
 use mde_poller::ratelimit::CallBudget;
+use mde_poller::scheduler::tenant_poll;
 use mde_poller::sim::RequestKind;
 use tokio_util::sync::CancellationToken;
 
@@ -52,16 +51,8 @@ async fn a_backfill_is_spread_by_the_budget_not_throttled_by_the_server() {
     let http = mde_poller::http::client(&settings.http, settings.poll.timeout).unwrap();
     let budget =
         CallBudget::with_windows((6, Duration::from_secs(1)), (20, Duration::from_secs(3)));
-    let poll = TenantPoll {
-        name: tenant.name.clone(),
-        tenant_id: tenant.tenant_id.clone(),
-        api: AlertsApi::new(
-            http.clone(),
-            &tenant.api_url,
-            Arc::new(TokenSource::new(http, tenant).unwrap()),
-            Arc::new(budget),
-        ),
-    };
+    // The poller `run` builds, on a faster clock's budget.
+    let poll = tenant_poll(&http, tenant, Arc::new(budget)).expect("the credential loads");
 
     let started = Instant::now();
     let report = poll_tenant(&env, &poll, &CancellationToken::new())

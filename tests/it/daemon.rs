@@ -122,7 +122,11 @@ async fn reload_applies_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
         0,
         "alpha was still polled after it was removed"
     );
-    assert_eq!(d.events("tenant_removed").len(), 1);
+    let removed = d.events("tenant_removed");
+    assert_eq!(removed.len(), 1);
+    // Keyed like every other line about a tenant: by its name.
+    assert_eq!(removed[0]["tenant"], "alpha");
+    assert_eq!(removed[0]["tenant_id"], a.as_str());
 
     d.stop().await;
 }
@@ -442,4 +446,40 @@ async fn a_certificate_that_does_not_parse_is_rejected_on_reload_and_polling_goe
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_settings_change_restarts_every_tenant_without_calling_them_added() {
+    let mut w = World::new().await;
+    for name in ["alpha", "beta"] {
+        let t = w.tenant(name);
+        w.sim.generate_alerts(&t, 5, ago(HOUR), ago(MIN));
+    }
+    let config = w.config(POLL);
+    let mut d = w.daemon(&config);
+    wait_until("both back-fills", Duration::from_secs(20), || {
+        w.records().len() >= 10
+    })
+    .await;
+
+    edit_file(&config, "interval = \"1s\"", "interval = \"2s\"");
+    d.signal(Signal::SIGHUP);
+    d.wait_for_events("reloaded", 1, Duration::from_secs(10), |_| true)
+        .await;
+    let changed = d.events("poll_settings_changed");
+    assert_eq!(changed.len(), 1, "{}", d.stderr());
+    assert_eq!(changed[0]["tenants"], 2);
+    assert!(
+        d.events("tenant_added").is_empty() && d.events("tenant_changed").is_empty(),
+        "a [poll] change is not a change of any tenant: {}",
+        d.stderr()
+    );
+    // Both tenants are still polled on the new schedule.
+    let before = d.events("poll_finished").len();
+    d.wait_for_events("poll_finished", before + 2, Duration::from_secs(20), |_| {
+        true
+    })
+    .await;
+
+    d.stop().await;
 }

@@ -232,6 +232,8 @@ async fn a_tenant_without_consent_does_not_delay_the_others() {
     assert_eq!(failed[0]["tenant"], "fabrikam");
     assert_eq!(failed[0]["code"], 700016);
     assert!(failed[0]["hint"].as_str().unwrap().contains("consent-url"));
+    // `once` is a scheduler tick: the same line as `run` would log.
+    assert!(failed[0]["retry_in_s"].is_u64(), "{}", failed[0]);
     assert!(!run.stderr.contains(SECRET));
 }
 
@@ -352,6 +354,45 @@ async fn a_next_link_is_followed_and_a_capped_chain_is_still_split() {
         calls.iter().any(|c| c.skip.unwrap_or(0) > 0),
         "nextLinks were followed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_link_to_another_host_is_refused_and_named_as_such() {
+    // api_url says localhost, the server's nextLinks say 127.0.0.1: the
+    // token must not follow the link to a host it was not configured for.
+    let mut w = World::with_options(mde_poller::sim::SimOptions {
+        server_page: Some(10),
+        ..Default::default()
+    })
+    .await;
+    let t = w.tenant("contoso");
+    w.sim.generate_alerts(&t, 30, ago(2 * HOUR), ago(MIN));
+    let config = w.config(POLL);
+    let url = w.sim.url();
+    assert!(url.contains("127.0.0.1"), "{url}");
+    edit_file(
+        &config,
+        &format!("api_url = \"{url}\""),
+        &format!("api_url = \"{}\"", url.replace("127.0.0.1", "localhost")),
+    );
+    let run = w.once(&config).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let failed = events(&run.stderr, "poll_failed");
+    assert_eq!(failed.len(), 1, "{}", run.stderr);
+    assert_eq!(failed[0]["level"], "ERROR", "an operator must act");
+    let error = failed[0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("nextLink points to 127.0.0.1") && !error.contains("malformed"),
+        "{error}"
+    );
+    assert!(failed[0]["hint"].as_str().unwrap().contains("api_url"));
+    let followed = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Alerts && r.skip.unwrap_or(0) > 0)
+        .count();
+    assert_eq!(followed, 0, "the foreign link was not followed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

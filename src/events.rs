@@ -1,0 +1,372 @@
+//! Every log line the daemon writes, by name: one function per event, with
+//! fixed fields (`tenant` first on every line about a tenant, the message
+//! last) and a fixed level: ERROR only for what an operator must act on, WARN
+//! for a problem the daemon recovers from or retries, INFO for what happened,
+//! DEBUG for detail.
+//!
+//! Call sites pass values, never a level or a message, so two places that
+//! report the same thing cannot drift apart. docs/DEPLOY.md's "Log events"
+//! table lists them all; a test below keeps the table and this file equal,
+//! and another that no other module calls `tracing` itself.
+
+use std::fmt::{Debug, Display};
+use std::path::Path;
+use std::time::Duration;
+
+use crate::auth::AuthError;
+use crate::poll::{PollError, PollReport};
+use crate::timestamp::Timestamp;
+
+// ---- The daemon's life --------------------------------------------------
+
+pub fn daemon_started(tenants: usize, config: &Path) {
+    tracing::info!(event = "daemon_started", tenants, config = %config.display(), "polling");
+}
+
+pub fn daemon_stopping() {
+    tracing::info!(
+        event = "daemon_stopping",
+        "stopping: no new polls; finishing the pages in flight"
+    );
+}
+
+pub fn daemon_stopped() {
+    tracing::info!(event = "daemon_stopped", "stopped");
+}
+
+pub fn demo_started(simulator: &str, config: &Path) {
+    tracing::info!(event = "demo_started", simulator, config = %config.display(), "demo: the simulator serves 3 tenants; fabrikam never consented");
+}
+
+/// A command could not run at all (the database or output cannot be opened).
+pub fn fatal(error: &anyhow::Error) {
+    tracing::error!(event = "fatal", error = format!("{error:#}"), "stopping");
+}
+
+pub fn shutdown_timeout(grace: Duration) {
+    tracing::warn!(
+        event = "shutdown_timeout",
+        grace_ms = grace.as_millis() as u64,
+        "polls still running after the shutdown grace; stopping anyway"
+    );
+}
+
+/// The scheduler's heartbeat stopped: systemd's watchdog will restart us.
+pub fn scheduler_stalled(since_ms: u64) {
+    tracing::error!(
+        event = "scheduler_stalled",
+        since_ms,
+        "scheduler made no progress; withholding the watchdog ping"
+    );
+}
+
+pub fn sd_notify_failed(error: &impl Display) {
+    tracing::debug!(event = "sd_notify_failed", error = %error, "sd_notify failed");
+}
+
+// ---- Configuration and reload -------------------------------------------
+
+/// The warning's own words are the message: each names its key.
+pub fn config_warning(warning: &impl Display) {
+    tracing::warn!(event = "config_warning", "{warning}");
+}
+
+pub fn reload_failed(error: &impl Display) {
+    tracing::error!(event = "reload_failed", error = %error, "the new config is not applied; the running config stays in force");
+}
+
+pub fn reloaded(tenants: usize) {
+    tracing::info!(event = "reloaded", tenants, "config reloaded");
+}
+
+pub fn restart_needed(key: &'static str) {
+    tracing::warn!(
+        event = "restart_needed",
+        key,
+        "this setting changes at the next restart"
+    );
+}
+
+pub fn log_level_unchanged(error: &impl Display) {
+    tracing::warn!(event = "log_level_unchanged", error = %error, "could not change the log level");
+}
+
+/// `[poll]` changed: every tenant's schedule restarts with it (one line, not
+/// one `tenant_added` per tenant).
+pub fn poll_settings_changed(tenants: usize) {
+    tracing::info!(
+        event = "poll_settings_changed",
+        tenants,
+        "[poll] settings changed; every tenant's schedule restarts"
+    );
+}
+
+// ---- Output and store ---------------------------------------------------
+
+pub fn output_changed(target: &impl Debug) {
+    tracing::info!(event = "output_changed", target = ?target, "output changed");
+}
+
+pub fn output_open_failed(error: &impl Display) {
+    tracing::error!(event = "output_open_failed", error = %error, "cannot open the new output; keeping the old one");
+}
+
+pub fn output_reopen_failed(error: &impl Display) {
+    tracing::error!(event = "output_reopen_failed", error = %error, "cannot reopen the output file; still writing to the old one");
+}
+
+pub fn store_pruned(alerts: usize, polls: usize) {
+    tracing::info!(
+        event = "store_pruned",
+        alerts,
+        polls,
+        "forgot rows older than store.retention"
+    );
+}
+
+pub fn store_prune_failed(error: &impl Display) {
+    tracing::warn!(event = "store_prune_failed", error = %error, "pruning failed; will try again");
+}
+
+pub fn store_not_wal(path: &Path, journal_mode: &str) {
+    tracing::warn!(
+        event = "store_not_wal",
+        path = %path.display(),
+        journal_mode,
+        "the state database could not switch to WAL mode; `status` may block while polling"
+    );
+}
+
+// ---- Tenants: the reload diff -------------------------------------------
+
+pub fn tenant_added(tenant: &str) {
+    tracing::info!(event = "tenant_added", tenant, "tenant added");
+}
+
+pub fn tenant_changed(tenant: &str) {
+    tracing::info!(
+        event = "tenant_changed",
+        tenant,
+        "tenant settings changed; restarting its schedule"
+    );
+}
+
+pub fn tenant_removed(tenant: &str, tenant_id: &str) {
+    tracing::info!(
+        event = "tenant_removed",
+        tenant,
+        tenant_id,
+        "tenant no longer polled (a poll in flight finishes)"
+    );
+}
+
+/// The tenant's credential cannot be loaded; `kept` when it had a working
+/// one that stays in force.
+pub fn tenant_credential_invalid(tenant: &str, error: &AuthError, kept: bool) {
+    tracing::error!(
+        event = "tenant_credential_invalid",
+        tenant,
+        error = %error,
+        hint = error.hint(),
+        previous_kept = kept,
+        "tenant cannot use its credential"
+    );
+}
+
+// ---- Polls ----------------------------------------------------------------
+
+/// A tick that did not poll; `reason` says why, `retry_after_s` when the
+/// API's Retry-After is what holds it.
+pub fn poll_skipped(tenant: &str, reason: &'static str, retry_after_s: Option<u64>) {
+    tracing::debug!(
+        event = "poll_skipped",
+        tenant,
+        reason,
+        retry_after_s,
+        "poll skipped"
+    );
+}
+
+pub fn poll_finished(tenant: &str, report: &PollReport, elapsed_ms: u64) {
+    tracing::info!(
+        event = "poll_finished",
+        tenant,
+        seen = report.seen,
+        emitted = report.emitted,
+        requests = report.requests,
+        cursor = report.cursor.as_deref().unwrap_or("-"),
+        elapsed_ms,
+        "poll finished"
+    );
+}
+
+/// ERROR when retrying cannot help until someone acts, WARN otherwise.
+pub fn poll_failed(tenant: &str, error: &PollError, elapsed_ms: u64) {
+    if error.needs_operator() {
+        tracing::error!(event = "poll_failed", tenant, error = %error, hint = error.hint(), elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
+    } else {
+        tracing::warn!(event = "poll_failed", tenant, error = %error, hint = error.hint(), elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
+    }
+}
+
+pub fn poll_abandoned(tenant: &str) {
+    tracing::info!(
+        event = "poll_abandoned",
+        tenant,
+        "poll stopped by shutdown; its unfinished pages will be read again"
+    );
+}
+
+/// A token error only a person can fix; the tenant waits `retry_in`.
+pub fn tenant_auth_failed(tenant: &str, error: &AuthError, retry_in: Duration) {
+    tracing::error!(
+        event = "tenant_auth_failed",
+        tenant,
+        code = error.code().unwrap_or(0),
+        error = %error,
+        hint = error.hint(),
+        retry_in_s = retry_in.as_secs(),
+        "token request refused; tenant paused"
+    );
+}
+
+pub fn window_split(tenant: &str, from: Timestamp, mid: Timestamp) {
+    tracing::debug!(event = "window_split", tenant, from = %from, mid = %mid, "full page: window split in two");
+}
+
+pub fn instant_paging(tenant: &str, at: Timestamp) {
+    tracing::warn!(event = "instant_paging", tenant, at = %at, "one instant holds a full page: paging with $skip");
+}
+
+/// A page that failed in a way worth another try (throttled, a 5xx, a broken
+/// or garbled answer) is fetched again after `delay`.
+pub fn api_retry(tenant: &str, error: &impl Display, attempt: u32, delay: Duration) {
+    tracing::warn!(event = "api_retry", tenant, error = %error, attempt, delay_ms = delay.as_millis() as u64, "alerts API page not had; fetching it again");
+}
+
+// ---- Tokens ---------------------------------------------------------------
+
+pub fn token_acquired(tenant: &str, expires_in: Duration) {
+    tracing::debug!(
+        event = "token_acquired",
+        tenant,
+        expires_in_s = expires_in.as_secs(),
+        "token acquired"
+    );
+}
+
+pub fn token_retry(tenant: &str, error: &AuthError, attempt: u32, delay: Duration) {
+    tracing::warn!(
+        event = "token_retry",
+        tenant,
+        error = %error,
+        attempt,
+        delay_ms = delay.as_millis() as u64,
+        "token request failed; retrying"
+    );
+}
+
+pub fn token_invalidated(tenant: &str) {
+    tracing::info!(
+        event = "token_invalidated",
+        tenant,
+        "token refused by the API; a new one will be requested"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Event name → the levels it is logged at, read from this file: each
+    /// `pub fn` must log exactly the event it is named for.
+    fn events_in_code() -> BTreeMap<String, BTreeSet<String>> {
+        let source = include_str!("events.rs");
+        let code = &source[..source.find("#[cfg(test)]").expect("a test module")];
+        let mut events = BTreeMap::new();
+        for function in code.split("\npub fn ").skip(1) {
+            let name = &function[..function.find('(').expect("a signature")];
+            let mut levels = BTreeSet::new();
+            for call in function.split("tracing::").skip(1) {
+                let level = &call[..call.find('!').expect("a macro")];
+                let at = call.find("event = \"").expect("every call names its event") + 9;
+                let event = &call[at..at + call[at..].find('"').unwrap()];
+                assert_eq!(event, name, "pub fn {name} logs event {event}");
+                levels.insert(level.to_uppercase());
+            }
+            assert!(!levels.is_empty(), "pub fn {name} logs nothing");
+            assert!(
+                events.insert(name.to_owned(), levels).is_none(),
+                "two functions named {name}"
+            );
+        }
+        events
+    }
+
+    /// The rows of docs/DEPLOY.md's event table: `| `name` | LEVEL | … |`.
+    fn events_in_docs() -> BTreeMap<String, BTreeSet<String>> {
+        let docs = include_str!("../docs/DEPLOY.md");
+        let table = &docs[docs.find("### Log events").expect("a Log events section")..];
+        table
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2) // the header and its rule
+            .map(|row| {
+                let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+                let name = cells[1].trim_matches('`').to_owned();
+                let levels = cells[2].split(',').map(|l| l.trim().to_owned()).collect();
+                (name, levels)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_deploy_guide_lists_every_event_at_its_level_and_no_other() {
+        let code = events_in_code();
+        let docs = events_in_docs();
+        let missing: Vec<_> = code.keys().filter(|k| !docs.contains_key(*k)).collect();
+        let stale: Vec<_> = docs.keys().filter(|k| !code.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "docs/DEPLOY.md's event table lacks {missing:?} and lists gone events {stale:?}"
+        );
+        for (name, levels) in &code {
+            assert_eq!(&docs[name], levels, "the level of {name} in docs/DEPLOY.md");
+        }
+        assert!(code.len() > 30, "the parser found only {}", code.len());
+    }
+
+    #[test]
+    fn no_module_logs_except_through_this_one() {
+        // The simulator logs for itself; src/poll* is being restructured
+        // and its few calls move here right after (issue 7).
+        let exempt = ["src/events.rs", "src/sim/", "src/poll"];
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut pending = vec![root.join("src")];
+        let mut offenders = Vec::new();
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src is readable") {
+                let path = entry.expect("a directory entry").path();
+                let shown = path.strip_prefix(root).unwrap().display().to_string();
+                if exempt.iter().any(|e| shown.starts_with(e)) {
+                    continue;
+                }
+                if path.is_dir() {
+                    pending.push(path);
+                } else if shown.ends_with(".rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    for level in ["trace", "debug", "info", "warn", "error", "event"] {
+                        if text.contains(&format!("tracing::{level}!")) {
+                            offenders.push(format!("{shown}: tracing::{level}!"));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "log through crate::events: {offenders:?}"
+        );
+    }
+}
