@@ -192,25 +192,28 @@ impl<'a> Checker<'a> {
         let retention = self.positive_duration("store.retention", &raw.retention)?;
         // The store forgets an alert after `retention`; a poll that re-reads
         // further back than that would find it unknown and emit it again as
-        // new, on every restart.
-        if let Some(poll) = poll {
-            for (key, reach) in [
-                ("poll.lookback", poll.lookback),
-                ("poll.first_lookback", poll.first_lookback),
-            ] {
-                if retention < reach {
-                    self.problem(
-                        "store.retention",
-                        format!(
-                            "{:?} is shorter than {key} ({}): alerts older than the retention \
-                             would be emitted again as new; make store.retention at least {key}",
-                            raw.retention.trim(),
-                            humantime::format_duration(reach)
-                        ),
-                    );
-                    return None;
-                }
-            }
+        // new, on every restart. The farther of the two reaches is the
+        // retention that works.
+        let reach = poll.map(|p| {
+            [
+                ("poll.lookback", p.lookback),
+                ("poll.first_lookback", p.first_lookback),
+            ]
+            .into_iter()
+            .max_by_key(|(_, d)| *d)
+            .expect("two reaches")
+        });
+        if let Some((key, reach)) = reach.filter(|(_, reach)| retention < *reach) {
+            self.problem(
+                "store.retention",
+                format!(
+                    "{:?} is shorter than {key} ({}): alerts the store forgot would be \
+                     emitted again as new; make store.retention at least {key}",
+                    raw.retention.trim(),
+                    humantime::format_duration(reach)
+                ),
+            );
+            return None;
         }
         Some(StoreSettings {
             path: path?,

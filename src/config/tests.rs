@@ -646,6 +646,52 @@ fn tenant_ids_are_lower_cased() {
     });
 }
 
+/// An alert forgotten by the store but still inside a poll's reach would be
+/// emitted again as new on every restart (issue 8, case 6).
+#[test]
+fn retention_shorter_than_a_lookback_is_an_error_naming_both_keys() {
+    let cases = [
+        // (retention, lookback, first_lookback, the reach named or None if fine)
+        ("1h", "15m", "24h", Some("poll.first_lookback")),
+        ("90m", "2h", "1h", Some("poll.lookback")),
+        ("10m", "15m", "5m", Some("poll.lookback")),
+        ("24h", "15m", "24h", None),
+        ("90d", "0s", "24h", None),
+    ];
+    for (retention, lookback, first_lookback, named) in cases {
+        jail(|j| {
+            secret_file(j, "secret", SECRET);
+            config(
+                j,
+                &format!(
+                    "[poll]\nlookback = \"{lookback}\"\nfirst_lookback = \"{first_lookback}\"\n\
+                     [store]\nretention = \"{retention}\"\n{}",
+                    minimal()
+                ),
+            );
+            let result = load(Path::new("config.toml"));
+            match (named, result) {
+                (None, Ok(s)) => assert_eq!(
+                    s.store.retention,
+                    humantime::parse_duration(retention).unwrap()
+                ),
+                (None, Err(e)) => panic!("retention {retention} refused: {e}"),
+                (Some(_), Ok(_)) => {
+                    panic!("retention {retention} < {lookback}/{first_lookback} accepted")
+                }
+                (Some(reach), Err(e)) => {
+                    let p = e
+                        .problem("store.retention")
+                        .unwrap_or_else(|| panic!("{e}"));
+                    assert!(p.message.contains(reach), "{retention}: {p}");
+                    assert_eq!(e.problems.len(), 1, "{e}");
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 #[test]
 fn valid_cron_schedule_is_kept() {
     jail(|j| {
