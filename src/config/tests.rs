@@ -431,20 +431,66 @@ fn systemd_credentials_are_found_by_convention_per_app_and_per_tenant() {
     });
 }
 
+/// A self-signed certificate `c.pem` and its key `k.pem` in the jail.
+fn openssl_cert(j: &Jail) {
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=t", "-days", "2",
+        ])
+        .args(["-keyout", "k.pem", "-out", "c.pem"])
+        .current_dir(j.directory())
+        .output()
+        .expect("openssl runs");
+    assert!(made.status.success());
+}
+
+/// The bundle is read and parsed by `load`; building the HTTP client reads
+/// no file (it once parsed the bundle a second time).
+#[test]
+fn ca_bundle_is_parsed_at_load_and_the_client_needs_no_file() {
+    jail(|j| {
+        secret_file(j, "secret", SECRET);
+        openssl_cert(j);
+        config(j, &format!("[http]\nca_file = \"c.pem\"\n{}", minimal()));
+        let s = load_ok();
+        let bundle = s.http.ca_bundle.as_ref().expect("a bundle");
+        assert_eq!(bundle.path, j.directory().join("c.pem"));
+        assert_eq!(bundle.certificates.len(), 1);
+        std::fs::remove_file(j.directory().join("c.pem")).unwrap();
+        crate::http::client(&s.http, Duration::from_secs(5)).expect("client without the file");
+        Ok(())
+    });
+}
+
+/// One check for every file the config names: a folder where a file should
+/// be is named as such, for the config file itself and for a secret file.
+#[test]
+fn a_folder_where_a_file_belongs_is_named() {
+    jail(|j| {
+        j.create_dir("config.toml")?;
+        let e = load_err();
+        assert_eq!(e.problems[0].key, "(file)");
+        assert!(e.problems[0].message.contains("is not a file"), "{e}");
+        Ok(())
+    });
+    jail(|j| {
+        j.create_dir("secret")?;
+        config(j, &minimal());
+        let p = load_err();
+        let p = p
+            .problem("app.client_secret_file")
+            .expect("secret file problem");
+        assert!(p.message.contains("secret is not a file"), "{p}");
+        Ok(())
+    });
+}
+
 #[test]
 fn tenant_credential_replaces_the_apps_as_a_whole() {
     jail(|j| {
         secret_file(j, "secret", SECRET);
         // A real certificate and key: the file is parsed at load.
-        let made = std::process::Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=t", "-days", "2",
-            ])
-            .args(["-keyout", "k.pem", "-out", "c.pem"])
-            .current_dir(j.directory())
-            .output()
-            .expect("openssl runs");
-        assert!(made.status.success());
+        openssl_cert(j);
         let pem = std::fs::read_to_string(j.directory().join("c.pem")).unwrap()
             + &std::fs::read_to_string(j.directory().join("k.pem")).unwrap();
         secret_file(j, "fabrikam.pem", &pem);
