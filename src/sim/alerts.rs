@@ -259,7 +259,6 @@ pub(crate) struct GraphQuery<'a> {
 /// A page as served.
 pub(crate) struct Page {
     pub body: String,
-    pub matched: usize,
     pub served: usize,
     pub has_next: bool,
 }
@@ -538,7 +537,13 @@ impl AlertSet {
             .iter()
             .enumerate()
             .filter(|(_, s)| q.filter.is_none_or(|f| f.matches(&s.fields())))
-            .map(|(i, s)| (std::cmp::Reverse(s.last_update.ticks()), s.id_hash, i as u32))
+            .map(|(i, s)| {
+                (
+                    std::cmp::Reverse(s.last_update.ticks()),
+                    s.id_hash,
+                    i as u32,
+                )
+            })
             .collect();
         let matched = hits.len();
         let end = q.skip.saturating_add(q.top).min(hits.len());
@@ -581,7 +586,6 @@ impl AlertSet {
         out.push_str("]}");
         Page {
             body: out,
-            matched,
             served: page.len(),
             has_next,
         }

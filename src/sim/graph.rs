@@ -194,7 +194,11 @@ fn evidence_from_mde(e: &Value) -> Value {
         .get("detectionStatus")
         .and_then(Value::as_str)
         .map(lower_first);
-    let verdict = if status.is_some() { "malicious" } else { "suspicious" };
+    let verdict = if status.is_some() {
+        "malicious"
+    } else {
+        "suspicious"
+    };
     let file = || {
         json!({"sha1": g("sha1"), "sha256": g("sha256"), "fileName": g("fileName"), "filePath": g("filePath"),
                "fileSize": null, "filePublisher": null, "signer": null, "issuer": null})
@@ -341,7 +345,12 @@ type Product = (
     &'static str,
     &'static str,
     &'static [&'static str],
-    &'static [(&'static str, &'static str, &'static str, &'static [&'static str])],
+    &'static [(
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+    )],
 );
 
 const PRODUCTS: &[Product] = &[
@@ -351,8 +360,18 @@ const PRODUCTS: &[Product] = &[
         "Microsoft Defender for Office 365",
         &["microsoftDefenderForOffice365"],
         &[
-            ("InitialAccess", "Email messages containing malicious URL removed after delivery", "Emails with a malicious URL were delivered and later removed.", &["T1566.002"]),
-            ("InitialAccess", "A potentially malicious URL click was detected", "A user clicked a link that was later found malicious.", &["T1204.001"]),
+            (
+                "InitialAccess",
+                "Email messages containing malicious URL removed after delivery",
+                "Emails with a malicious URL were delivered and later removed.",
+                &["T1566.002"],
+            ),
+            (
+                "InitialAccess",
+                "A potentially malicious URL click was detected",
+                "A user clicked a link that was later found malicious.",
+                &["T1204.001"],
+            ),
         ],
     ),
     (
@@ -361,8 +380,18 @@ const PRODUCTS: &[Product] = &[
         "Microsoft Defender for Identity",
         &["microsoftDefenderForIdentity"],
         &[
-            ("CredentialAccess", "Suspected Brute Force attack (Kerberos, NTLM)", "Many authentication failures were seen from one device.", &["T1110"]),
-            ("Discovery", "Account enumeration reconnaissance", "An actor enumerated accounts against a domain controller.", &["T1087.002"]),
+            (
+                "CredentialAccess",
+                "Suspected Brute Force attack (Kerberos, NTLM)",
+                "Many authentication failures were seen from one device.",
+                &["T1110"],
+            ),
+            (
+                "Discovery",
+                "Account enumeration reconnaissance",
+                "An actor enumerated accounts against a domain controller.",
+                &["T1087.002"],
+            ),
         ],
     ),
     (
@@ -371,8 +400,18 @@ const PRODUCTS: &[Product] = &[
         "Microsoft Defender for Cloud Apps",
         &["cloudAppSecurity", "appGovernanceDetection"],
         &[
-            ("Exfiltration", "Mass download by a single user", "A user downloaded an unusual number of files in one session.", &["T1530"]),
-            ("InitialAccess", "Activity from infrequent country", "Activity came from a country no one in the organization recently used.", &[]),
+            (
+                "Exfiltration",
+                "Mass download by a single user",
+                "A user downloaded an unusual number of files in one session.",
+                &["T1530"],
+            ),
+            (
+                "InitialAccess",
+                "Activity from infrequent country",
+                "Activity came from a country no one in the organization recently used.",
+                &[],
+            ),
         ],
     ),
     (
@@ -381,8 +420,18 @@ const PRODUCTS: &[Product] = &[
         "Microsoft Entra ID Protection",
         &["azureAdIdentityProtection"],
         &[
-            ("InitialAccess", "Unfamiliar sign-in properties", "A sign-in had properties not seen recently for this user.", &["T1078"]),
-            ("InitialAccess", "Anonymous IP address", "A sign-in came from an anonymous IP address.", &["T1090.003"]),
+            (
+                "InitialAccess",
+                "Unfamiliar sign-in properties",
+                "A sign-in had properties not seen recently for this user.",
+                &["T1078"],
+            ),
+            (
+                "InitialAccess",
+                "Anonymous IP address",
+                "A sign-in came from an anonymous IP address.",
+                &["T1090.003"],
+            ),
         ],
     ),
     (
@@ -390,17 +439,36 @@ const PRODUCTS: &[Product] = &[
         "dl",
         "Microsoft Data Loss Prevention",
         &["microsoftDataLossPrevention"],
-        &[("Exfiltration", "DLP policy (Credit card numbers) matched for email", "An email carried content that matched a DLP policy.", &[])],
+        &[(
+            "Exfiltration",
+            "DLP policy (Credit card numbers) matched for email",
+            "An email carried content that matched a DLP policy.",
+            &[],
+        )],
     ),
     (
         ServiceSource::DefenderForCloud,
         "dc",
         "Microsoft Defender for Cloud",
         // Evolvable, as the real service's newer detection sources are.
-        &["microsoftDefenderForServers", "microsoftDefenderForStorage", "microsoftDefenderForDNS"],
         &[
-            ("Execution", "Suspicious process executed on a virtual machine", "A process commonly used by attackers ran on a machine.", &["T1059"]),
-            ("Exfiltration", "Unusual amount of data extracted from a storage account", "Much more data than usual was read from a storage account.", &["T1537"]),
+            "microsoftDefenderForServers",
+            "microsoftDefenderForStorage",
+            "microsoftDefenderForDNS",
+        ],
+        &[
+            (
+                "Execution",
+                "Suspicious process executed on a virtual machine",
+                "A process commonly used by attackers ran on a machine.",
+                &["T1059"],
+            ),
+            (
+                "Exfiltration",
+                "Unusual amount of data extracted from a storage account",
+                "Much more data than usual was read from a storage account.",
+                &["T1537"],
+            ),
         ],
     ),
 ];
@@ -456,14 +524,23 @@ pub(crate) fn generate(
         ServiceSource::DefenderForOffice365 => {
             let mut m = evidence_base("analyzedMessageEvidence", &ev_created, "malicious");
             m.insert("networkMessageId".into(), json!(guid(rng)));
-            m.insert("internetMessageId".into(), json!(format!("<{}@mail.example.net>", hex(rng, 12))));
+            m.insert(
+                "internetMessageId".into(),
+                json!(format!("<{}@mail.example.net>", hex(rng, 12))),
+            );
             m.insert("subject".into(), json!("Your invoice is ready"));
             m.insert("senderIp".into(), json!(ip));
-            m.insert("recipientEmailAddress".into(), json!(format!("{user}@contoso.com")));
+            m.insert(
+                "recipientEmailAddress".into(),
+                json!(format!("{user}@contoso.com")),
+            );
             m.insert("p1Sender".into(), json!({"emailAddress": "billing@malicious.example.net", "displayName": "Billing", "domainName": "malicious.example.net"}));
             m.insert("deliveryAction".into(), json!("delivered"));
             m.insert("deliveryLocation".into(), json!("inbox_folder"));
-            m.insert("urls".into(), json!(["http://malicious.example.net/invoice"]));
+            m.insert(
+                "urls".into(),
+                json!(["http://malicious.example.net/invoice"]),
+            );
             m.insert("threats".into(), json!(["Phish"]));
             m.insert("antiSpamDirection".into(), json!("inbound"));
             Value::Object(m)
@@ -488,7 +565,13 @@ pub(crate) fn generate(
         _ => {
             let mut m = evidence_base("ipEvidence", &ev_created, "suspicious");
             m.insert("ipAddress".into(), json!(ip));
-            m.insert("countryLetterCode".into(), json!(["NL", "BR", "VN", "US"].choose(rng).copied().unwrap_or("US")));
+            m.insert(
+                "countryLetterCode".into(),
+                json!(["NL", "BR", "VN", "US"]
+                    .choose(rng)
+                    .copied()
+                    .unwrap_or("US")),
+            );
             Value::Object(m)
         }
     };

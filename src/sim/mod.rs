@@ -82,8 +82,10 @@ pub struct Latency {
 
 impl Latency {
     pub(crate) fn for_alerts(&self, n: usize) -> Duration {
-        self.fixed
-            .saturating_add(self.per_alert.saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)))
+        self.fixed.saturating_add(
+            self.per_alert
+                .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)),
+        )
     }
 }
 

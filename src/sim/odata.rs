@@ -209,23 +209,19 @@ impl Parser {
         }
         let dialect = self.dialect;
         let prop = match (dialect, self.next()) {
-            (Dialect::Mde, Some("lastUpdateTime")) | (Dialect::Graph, Some("lastUpdateDateTime")) => {
-                Prop::Time(TimeProperty::LastUpdate)
-            }
-            (Dialect::Mde, Some("alertCreationTime")) | (Dialect::Graph, Some("createdDateTime")) => {
-                Prop::Time(TimeProperty::Created)
-            }
+            (Dialect::Mde, Some("lastUpdateTime"))
+            | (Dialect::Graph, Some("lastUpdateDateTime")) => Prop::Time(TimeProperty::LastUpdate),
+            (Dialect::Mde, Some("alertCreationTime"))
+            | (Dialect::Graph, Some("createdDateTime")) => Prop::Time(TimeProperty::Created),
             (Dialect::Graph, Some("serviceSource")) => Prop::ServiceSource,
-            (_, Some(other)) => {
-                return Err(FilterError(format!(
-                    "could not find a property named '{other}' that can be filtered on{}",
-                    match dialect {
-                        Dialect::Mde => " by time",
-                        Dialect::Graph =>
-                            " (the simulator models lastUpdateDateTime, createdDateTime, serviceSource)",
-                    }
-                )))
-            }
+            (_, Some(other)) => return Err(FilterError(format!(
+                "could not find a property named '{other}' that can be filtered on{}",
+                match dialect {
+                    Dialect::Mde => " by time",
+                    Dialect::Graph =>
+                        " (the simulator models lastUpdateDateTime, createdDateTime, serviceSource)",
+                }
+            ))),
             (_, None) => return Err(FilterError("expression expected at the end".into())),
         };
         let op = match self.next() {
@@ -284,10 +280,7 @@ impl Parser {
             Some(v) => v.to_owned(),
             None => return Err(FilterError("value expected at the end".into())),
         };
-        let Some(inner) = value
-            .strip_prefix('\'')
-            .and_then(|v| v.strip_suffix('\''))
-        else {
+        let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
             return Err(FilterError(format!(
                 "serviceSource takes a single-quoted string, not {value}"
             )));
@@ -397,7 +390,8 @@ mod tests {
         let ne = Filter::parse_graph("serviceSource ne 'microsoftDefenderForEndpoint'").unwrap();
         assert!(!ne.matches(&src("microsoftDefenderForEndpoint")));
         assert!(ne.matches(&src("microsoftDefenderForCloud")));
-        let created = Filter::parse_graph("createdDateTime lt 2026-01-01T00:00:00.0000001Z").unwrap();
+        let created =
+            Filter::parse_graph("createdDateTime lt 2026-01-01T00:00:00.0000001Z").unwrap();
         assert!(created.matches(&src("x")));
     }
 

@@ -19,11 +19,11 @@ use axum::Router;
 use rand::Rng;
 use serde_json::json;
 
+use super::alerts::GraphQuery;
 use super::alerts::Query;
 use super::faults::{ApiFault, TokenFault};
-use super::odata::Filter;
-use super::alerts::GraphQuery;
 use super::graph;
+use super::odata::Filter;
 use super::tokens::{
     self, AadError, IssuedToken, CLIENT_ASSERTION_TYPE, GRAPH_RESOURCES, MDE_RESOURCES,
 };
@@ -889,18 +889,22 @@ async fn graph_answer(
     let count = match opts.count.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
-        Some(c) => return bad(format!("Invalid value '{c}' for $count query option found.")),
+        Some(c) => {
+            return bad(format!(
+                "Invalid value '{c}' for $count query option found."
+            ))
+        }
     };
     let filter = match opts.filter.as_deref().map(Filter::parse_graph).transpose() {
         Ok(f) => f,
         Err(e) => return bad(format!("{e}")),
     };
-    let top = s
-        .graph_clamp(tenant)
-        .map_or(asked, |c| asked.min(c.max(1)));
+    let top = s.graph_clamp(tenant).map_or(asked, |c| asked.min(c.max(1)));
     let include_unknown = rec.prefer.as_deref().is_some_and(|p| {
-        p.split(',')
-            .any(|v| v.trim().eq_ignore_ascii_case("include-unknown-enum-members"))
+        p.split(',').any(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("include-unknown-enum-members")
+        })
     });
     // The next page: the same query, $skip past what this one served, over
     // whatever the data is by then.
