@@ -1508,3 +1508,35 @@ async fn injected_faults_apply_to_alerts_v2_with_graph_bodies() {
     set(Faults::none());
     assert_eq!(ids(&graph_get(&sim, &tok, "", true).await.2).len(), 20);
 }
+
+/// Not a unit test: `cargo test --release --lib sim::tests::graph_pages_of_1k -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn graph_pages_of_1k_out_of_100k_are_fast() {
+    let sim = graph_sim(SimOptions {
+        graph_per_minute: 0,
+        ..SimOptions::default()
+    });
+    let from = ts("2026-01-01T00:00:00Z");
+    let to = from.saturating_add(Duration::from_secs(86_400));
+    let t0 = std::time::Instant::now();
+    sim.generate_alerts(T1, 100_000, from, to);
+    println!("generate 100k MDE: {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
+    sim.prepare_graph(T1);
+    println!("render 100k in Graph form: {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
+    sim.generate_graph_alerts(T1, 100_000, from, to, &[]);
+    println!("generate 100k Graph-only: {:?}", t0.elapsed());
+    let tok = graph_token_for(&sim, T1).await;
+    for q in [
+        "?$top=1000",
+        "?$top=1000&$skip=150000",
+        "?$top=1000&$filter=lastUpdateDateTime%20ge%202026-01-01T12:00:00Z",
+    ] {
+        let t0 = std::time::Instant::now();
+        let (st, _, body) = graph_get(&sim, &tok, q, true).await;
+        println!("{q}: {:?}, {} bytes", t0.elapsed(), body.len());
+        assert_eq!(st, 200);
+    }
+}
