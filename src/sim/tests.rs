@@ -1540,3 +1540,46 @@ async fn graph_pages_of_1k_out_of_100k_are_fast() {
         assert_eq!(st, 200);
     }
 }
+
+#[tokio::test]
+async fn graph_activity_mixes_products_and_graph_alerts_need_id_and_time() {
+    let sim = graph_sim(SimOptions::default());
+    let task = sim.spawn_graph_activity(
+        T1,
+        Activity {
+            every: Duration::from_millis(10),
+            new: 4,
+            updates: 1,
+            late_fraction: 0.0,
+            max_late: Duration::ZERO,
+        },
+        &[],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sim.alert_count(T1) < 60 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let all = sim.graph_current(T1);
+    let mde = sim.current(T1);
+    assert!(all.len() >= 60, "{}", all.len());
+    assert!(
+        !mde.is_empty() && mde.len() < all.len(),
+        "both kinds appear"
+    );
+    assert_eq!(
+        sim.insert_graph_alert(
+            T1,
+            json!({"id": "x", "lastUpdateTime": "2026-01-01T00:00:00Z"})
+        ),
+        Err(AlertError::BadLastUpdateDateTime("x".into()))
+    );
+    assert_eq!(
+        sim.insert_graph_alert(T1, json!({"lastUpdateDateTime": "2026-01-01T00:00:00Z"})),
+        Err(AlertError::NoId)
+    );
+}
