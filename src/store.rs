@@ -2,7 +2,8 @@
 //! emitted (dedup), each tenant's cursor, poll history and retention.
 //!
 //! The API is synchronous (rusqlite); async callers wrap each call in
-//! `spawn_blocking`. One connection behind a `Mutex` is enough: the daemon's
+//! `spawn_blocking` ([`blocking`] does it, with a short retry of a busy
+//! database). One connection behind a `Mutex` is enough: the daemon's
 //! writes are a few short transactions per poll, and it makes `Store`
 //! `Send + Sync` so one `Arc<Store>` serves every tenant task.
 //!
@@ -15,7 +16,7 @@ use std::fs::{DirBuilder, OpenOptions, Permissions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -611,6 +612,38 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         tx.commit().map_err(err)?;
     }
     Ok(())
+}
+
+/// Runs a store call on the blocking pool (SQLite calls block: never on a
+/// runtime thread), trying a busy database again a few times.
+///
+/// `busy_timeout` (5 s) already waits for a lock held by another connection,
+/// but SQLite returns BUSY at once, without its busy handler, where waiting
+/// could deadlock or cannot help (a WAL being recovered by another process, a
+/// read snapshot that cannot be upgraded to a write), and a second process (a
+/// `status`, a backup) may hold the lock past 5 s. Those are rare and pass in
+/// well under a second, so five short retries (1.5 s in all) keep them from
+/// failing a poll; a lock held longer still fails it, and the next poll
+/// repeats it.
+pub async fn blocking<T: Send + 'static>(
+    store: &Arc<Store>,
+    f: impl Fn(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || {
+        let mut tries = 0;
+        loop {
+            match f(&store) {
+                Err(e) if e.is_retryable() && tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100 * tries));
+                }
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("store task panicked")
 }
 
 #[cfg(test)]

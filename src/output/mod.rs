@@ -2,9 +2,14 @@
 //! format ([`render`]), written in whole-line batches to stdout or an
 //! appended file ([`Sink`]) that SIEM shippers tail.
 //!
+//! The [`Emitter`] is the one stream all tenants share; a poll writes a page
+//! through a [`PageWriter`], which holds that stream and its format for the
+//! whole page.
+//!
 //! The output never sees tokens or the database: `poll` hands it records and
-//! records as emitted only what [`Sink::write_batch`] returned `Ok` for.
+//! records as emitted only what [`PageWriter::finish`] returned `Ok` for.
 
+mod emitter;
 mod formats;
 mod sink;
 
@@ -14,6 +19,7 @@ use serde_json::value::RawValue;
 use crate::config::OutputFormat;
 use crate::timestamp::Timestamp;
 
+pub use emitter::{Emitter, PageWriteError, PageWriter};
 pub use sink::Sink;
 
 /// Why this version of the alert is emitted.

@@ -8,73 +8,39 @@
 //! records it, and the cursor moves only after the whole poll succeeded, so a
 //! crash at any point repeats at most the page in flight and loses nothing.
 
+mod classify;
+pub mod planner;
+
 use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{AlertsApi, ApiError, PageBody, Query};
 use crate::backoff::Backoff;
-use crate::config::{OutputFormat, PollSettings};
-use crate::output::{self, Change, Record, Sink};
+use crate::config::PollSettings;
+use crate::output::{PageWriteError, Record};
 use crate::store::{Cursor, EmittedVersion, PollOutcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
-/// Output is flushed in chunks of about this size, so that a 10,000-alert page
-/// never needs a second full copy of itself in memory.
-const WRITE_CHUNK: usize = 2 << 20;
+pub use crate::output::Emitter;
+pub use crate::store::blocking;
+pub use classify::{classify, Class, Version};
+use planner::{Answer, Answered, FullPage, IsComplete, PlanError, Planner, Step};
 
 /// How far ahead of our clock a lastUpdateTime may be and still move the cursor.
 const CURSOR_HORIZON: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Room past `WRITE_CHUNK` for the line that crosses it: without it, that
-/// line would make the buffer double to 4 MB on every full chunk.
-const CHUNK_HEADROOM: usize = 64 << 10;
-
-/// Pages of `$skip` within one instant before the server is taken to ignore
-/// `$skip` (a million alerts at the largest page size: none really exist).
-const MAX_INSTANT_PAGES: u32 = 100;
-
 /// Retries of a page that arrived as malformed JSON (a truncated body).
 const MALFORMED_RETRIES: u32 = 5;
 
-/// The one output stream all tenants write to, and its format.
-pub struct Emitter {
-    sink: Mutex<Sink>,
-    format: std::sync::RwLock<OutputFormat>,
-}
-
-impl Emitter {
-    pub fn new(sink: Sink, format: OutputFormat) -> Self {
-        Emitter {
-            sink: Mutex::new(sink),
-            format: std::sync::RwLock::new(format),
-        }
-    }
-
-    /// Writes whole lines and makes them durable before returning.
-    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
-        self.sink.lock().expect("sink lock").write_batch(bytes)
-    }
-
-    /// Reopens the output file (SIGHUP after logrotate moved it away).
-    pub fn reopen(&self) -> std::io::Result<()> {
-        self.sink.lock().expect("sink lock").reopen()
-    }
-
-    pub fn format(&self) -> OutputFormat {
-        *self.format.read().expect("format lock")
-    }
-
-    /// Replaces the sink and format (a reload changed them); the old sink is
-    /// dropped after the page being written, which holds the lock, is done.
-    pub fn replace(&self, sink: Sink, format: OutputFormat) {
-        let mut current = self.sink.lock().expect("sink lock");
-        *current = sink;
-        *self.format.write().expect("format lock") = format;
-    }
+/// The MDE alerts API's rule: `$top` is honoured, so an answer shorter than
+/// `$top` holds the whole window, and one as long as `$top` may not (a
+/// nextLink chain counts as one answer: `$top` may cap the whole chain).
+pub fn mde_is_complete(a: Answered) -> bool {
+    a.count < a.top as usize
 }
 
 /// What a poll needs besides the tenant.
@@ -201,6 +167,7 @@ pub async fn poll_tenant(
         tenant,
         cancel,
         report: PollReport::default(),
+        is_complete: mde_is_complete,
         cursor: cursor.clone(),
         body_buf: Vec::new(),
         out_buf: Vec::new(),
@@ -237,6 +204,8 @@ struct Run<'a> {
     tenant: &'a TenantPoll,
     cancel: &'a CancellationToken,
     report: PollReport,
+    /// The source's rule for an answer that holds its whole window.
+    is_complete: IsComplete,
     /// The newest lastUpdateTime seen so far (server text, exact ticks).
     cursor: Option<Cursor>,
     /// Reused for every page of the poll: one body buffer and one output
@@ -245,153 +214,59 @@ struct Run<'a> {
     out_buf: Vec<u8>,
 }
 
-/// A window `[from, to)`; `to = None` is open-ended, so that an alert stamped
-/// by a server clock ahead of ours is not left for a later poll.
-type Window = (Timestamp, Option<Timestamp>);
-
 impl Run<'_> {
     fn cursor_text(&self) -> Option<String> {
         self.cursor.as_ref().map(|c| c.text.clone())
     }
 
+    /// Reads what the planner asks for until it has nothing left.
     async fn windows(&mut self, lower: Timestamp) -> Result<(), PollError> {
-        let page_size = self.env.settings.page_size;
-        let mut pending: VecDeque<Window> = VecDeque::from([(lower, None)]);
-        // Alerts per tick in the last complete window: used to cut a wide
-        // window before asking for it, so a back-fill does not fetch (and
-        // throw away) a full page at every level of the split.
-        let mut density: Option<f64> = None;
-        while let Some((from, to)) = pending.pop_front() {
+        let mut plan = Planner::new(lower, self.env.settings.page_size, self.is_complete);
+        while let Some(read) = plan.next(Timestamp::now()) {
             if self.cancel.is_cancelled() {
                 return Err(ApiError::Cancelled.into());
             }
-            let end = to.unwrap_or_else(Timestamp::now).max(from);
-            let width = end.ticks() - from.ticks();
-            if let Some(d) = density {
-                let expected = d * width as f64;
-                if expected > f64::from(page_size) && width > 1 {
-                    let pieces = (expected / (0.7 * f64::from(page_size))).ceil().min(64.0) as i64;
-                    let step = (width / pieces).max(1);
-                    let mut cuts: Vec<Window> = Vec::new();
-                    let mut a = from;
-                    for _ in 1..pieces {
-                        let b = Timestamp::from_ticks(a.ticks() + step);
-                        if b >= end {
-                            break;
-                        }
-                        cuts.push((a, Some(b)));
-                        a = b;
-                    }
-                    cuts.push((a, to));
-                    for w in cuts.into_iter().rev() {
-                        pending.push_front(w);
-                    }
-                    // Estimates are guesses: each piece is still checked for fullness.
-                    density = None;
-                    continue;
-                }
-            }
             let query = Query {
-                from,
-                to,
-                top: page_size,
-                skip: 0,
+                from: read.from,
+                to: read.to,
+                top: read.top,
+                skip: read.skip,
                 expand_evidence: self.env.settings.expand_evidence,
             };
-            let verdict = match self.fetch_and_handle(Source::Query(&query), false).await? {
-                Handled::Full { newest, crowded } => Some((newest, crowded)),
+            let answer = match self
+                .fetch_and_handle(Source::Query(&query), read.instant)
+                .await?
+            {
+                Handled::Full(full) => Answer::Withheld(full),
                 Handled::Done {
                     count,
                     next_link: None,
-                } => {
-                    // A window under a second (a crowded instant just read)
-                    // says nothing about the density around it.
-                    if width >= crate::timestamp::TICKS_PER_SECOND {
-                        density = Some(count as f64 / width as f64);
-                    }
-                    None
-                }
+                } => Answer::Emitted {
+                    count,
+                    chained: false,
+                },
                 Handled::Done {
                     count,
                     next_link: Some(link),
-                } => {
-                    // Server-driven paging. If `$top` caps the whole chain, a
-                    // chain adding up to a full page may hide more: split.
-                    let total = count + self.follow_links(link).await?;
-                    if total >= page_size as usize {
-                        Some((None, None))
-                    } else {
-                        density = Some(total as f64 / width.max(1) as f64);
-                        None
-                    }
-                }
+                } => Answer::Emitted {
+                    count: count + self.follow_links(link).await?,
+                    chained: true,
+                },
             };
-            if let Some((newest, crowded)) = verdict {
-                // The answer is an arbitrary subset: split and read both halves.
-                let end = match to {
-                    Some(to) => to,
-                    None => {
-                        let past_newest = newest.map(|t| Timestamp::from_ticks(t.ticks() + 1));
-                        Timestamp::now().max(past_newest.unwrap_or(from)).max(from)
-                    }
-                };
-                let width = end.ticks() - from.ticks();
-                if width <= 1 {
-                    self.read_instant(from).await?;
-                } else if let Some(t) = crowded.filter(|t| *t >= from && *t < end) {
-                    // Half the page shares one instant: isolate it at once
-                    // rather than halving the window ~30 times to reach it.
-                    let after = Timestamp::from_ticks(t.ticks() + 1);
-                    if after < end || to.is_none() {
-                        pending.push_front((after, to));
-                    }
-                    pending.push_front((t, Some(after)));
-                    if t > from {
-                        pending.push_front((from, Some(t)));
-                    }
-                } else {
-                    let mid = Timestamp::from_ticks(from.ticks() + width / 2);
-                    pending.push_front((mid, to));
-                    pending.push_front((from, Some(mid)));
-                    tracing::debug!(event = "window_split", tenant = %self.tenant.name, from = %from, mid = %mid, "full page: window split in two");
+            match plan.answer(answer, Timestamp::now()) {
+                Ok(Step::Split { from, mid }) => {
+                    crate::events::window_split(&self.tenant.name, from, mid);
+                }
+                Ok(Step::Instant { at }) => {
+                    crate::events::instant_paging(&self.tenant.name, at);
+                }
+                Ok(Step::Complete | Step::Isolated { .. } | Step::NextSkip { .. }) => {}
+                Err(PlanError::SkipIgnored { at, pages }) => {
+                    return Err(PollError::SkipIgnored { at, pages });
                 }
             }
         }
         Ok(())
-    }
-
-    /// One 100 ns instant holds a full page or more: the only case where
-    /// `$skip` is used, since no narrower time window exists.
-    async fn read_instant(&mut self, at: Timestamp) -> Result<(), PollError> {
-        let page_size = self.env.settings.page_size;
-        let mut skip = 0u32;
-        tracing::warn!(event = "instant_paging", tenant = %self.tenant.name, at = %at, "one instant holds a full page: paging with $skip");
-        for _ in 0..MAX_INSTANT_PAGES {
-            let query = Query {
-                from: at,
-                to: Some(Timestamp::from_ticks(at.ticks() + 1)),
-                top: page_size,
-                skip,
-                expand_evidence: self.env.settings.expand_evidence,
-            };
-            match self.fetch_and_handle(Source::Query(&query), true).await? {
-                Handled::Done {
-                    next_link: Some(link),
-                    ..
-                } => {
-                    // The server pages this instant itself.
-                    self.follow_links(link).await?;
-                    return Ok(());
-                }
-                Handled::Done { count, .. } if count < page_size as usize => return Ok(()),
-                _ => skip = skip.saturating_add(page_size),
-            }
-        }
-        // A server that ignores $skip answers the same full page forever.
-        Err(PollError::SkipIgnored {
-            at,
-            pages: MAX_INSTANT_PAGES,
-        })
     }
 
     /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held.
@@ -432,7 +307,8 @@ impl Run<'_> {
                 env: self.env.clone(),
                 tenant_name: self.tenant.name.clone(),
                 tenant_id: self.tenant.tenant_id.clone(),
-                page_size: self.env.settings.page_size as usize,
+                top: self.env.settings.page_size,
+                is_complete: self.is_complete,
                 accept_full,
             };
             let mut out = std::mem::take(&mut self.out_buf);
@@ -468,7 +344,7 @@ impl Run<'_> {
                         return Err(PollError::Malformed(e));
                     }
                     let delay = backoff.next_delay();
-                    tracing::warn!(event = "api_retry", tenant = %self.tenant.name, error = %e, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "malformed page; fetching it again");
+                    crate::events::api_retry(&self.tenant.name, &e, backoff.attempts(), delay);
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Err(ApiError::Cancelled.into()),
                         _ = tokio::time::sleep(delay) => {}
@@ -489,10 +365,7 @@ enum Source<'a> {
 }
 
 enum Handled {
-    Full {
-        newest: Option<Timestamp>,
-        crowded: Option<Timestamp>,
-    },
+    Full(FullPage),
     Done {
         count: usize,
         next_link: Option<String>,
@@ -502,7 +375,7 @@ enum Handled {
 impl From<PageOutcome> for Handled {
     fn from(p: PageOutcome) -> Self {
         match p {
-            PageOutcome::Full { newest, crowded } => Handled::Full { newest, crowded },
+            PageOutcome::Full(full) => Handled::Full(full),
             PageOutcome::Done {
                 count, next_link, ..
             } => Handled::Done { count, next_link },
@@ -514,18 +387,17 @@ struct PageContext {
     env: PollEnv,
     tenant_name: String,
     tenant_id: String,
-    page_size: usize,
+    /// The `$top` asked for, and the source's rule for a complete answer.
+    top: u32,
+    is_complete: IsComplete,
+    /// A page of an instant or of a nextLink chain: taken even when full.
     accept_full: bool,
 }
 
 #[derive(Debug)]
 enum PageOutcome {
     /// As many alerts as `$top`: possibly more exist; nothing was emitted.
-    Full {
-        newest: Option<Timestamp>,
-        /// An instant that holds half the page or more.
-        crowded: Option<Timestamp>,
-    },
+    Full(FullPage),
     Done {
         count: usize,
         seen: usize,
@@ -540,6 +412,17 @@ enum PageError {
     Malformed(String),
     Store(StoreError),
     Output(std::io::Error),
+}
+
+impl From<PageWriteError> for PageError {
+    fn from(e: PageWriteError) -> Self {
+        match e {
+            PageWriteError::Render(e) => {
+                PageError::Malformed(format!("an alert could not be rendered: {e}"))
+            }
+            PageWriteError::Io(e) => PageError::Output(e),
+        }
+    }
 }
 
 /// The fields dedup needs, read from an alert without copying it.
@@ -590,21 +473,16 @@ fn handle_page(
             hash,
         });
     }
-    if count >= ctx.page_size && page.next_link.is_none() && !ctx.accept_full {
-        let mut per_instant: HashMap<Timestamp, usize> = HashMap::new();
-        for at in parsed
+    let answered = Answered {
+        count,
+        top: ctx.top,
+        chained: false,
+    };
+    if page.next_link.is_none() && !ctx.accept_full && !(ctx.is_complete)(answered) {
+        let times = parsed
             .iter()
-            .filter_map(|p| p.last_update.as_ref().map(|l| l.0))
-        {
-            *per_instant.entry(at).or_default() += 1;
-        }
-        let newest = per_instant.keys().max().copied();
-        let crowded = per_instant
-            .into_iter()
-            .max_by_key(|(_, n)| *n)
-            .filter(|(_, n)| n * 2 >= count)
-            .map(|(at, _)| at);
-        return Ok(PageOutcome::Full { newest, crowded });
+            .filter_map(|p| p.last_update.as_ref().map(|l| l.0));
+        return Ok(PageOutcome::Full(FullPage::from_times(count, times)));
     }
     // A lastUpdateTime far in the future (a bad server clock, a corrupt
     // record) must not drag the cursor there: every later poll would then
@@ -628,25 +506,23 @@ fn handle_page(
         .map_err(PageError::Store)?;
 
     let now = Timestamp::now();
-    let mut emitted_here: HashMap<&str, (Timestamp, u64)> = HashMap::new();
+    let mut emitted_here: HashMap<&str, Version> = HashMap::new();
     let mut versions = Vec::new();
-    buf.clear();
-    buf.reserve((WRITE_CHUNK + CHUNK_HEADROOM).min(body.len_bytes() + 4096));
-    let format = ctx.env.emitter.format();
+    // From here to the last line, the page holds the sink and its format.
+    let mut writer = ctx.env.emitter.page(buf, body.len_bytes());
     for p in &parsed {
-        let at = p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0);
+        let incoming = Version {
+            last_update: p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0),
+            hash: p.hash,
+        };
         let previous = emitted_here.get(p.id.as_ref()).copied().or_else(|| {
-            known
-                .get(p.id.as_ref())
-                .map(|k| (k.last_update, k.content_hash))
+            known.get(p.id.as_ref()).map(|k| Version {
+                last_update: k.last_update,
+                hash: k.content_hash,
+            })
         });
-        let change = match previous {
-            None => Change::New,
-            Some((last, hash)) if last == at && hash == p.hash => continue,
-            // An older version read again (a lagging replica): emitting it
-            // would make the SIEM's state go backwards.
-            Some((last, _)) if at < last => continue,
-            Some(_) => Change::Update,
+        let Some(change) = classify(previous, incoming).change() else {
+            continue;
         };
         let record = Record {
             timestamp: now,
@@ -655,26 +531,19 @@ fn handle_page(
             tenant_id: &ctx.tenant_id,
             alert: p.raw,
         };
-        output::render(buf, format, &record)
-            .map_err(|e| PageError::Malformed(format!("an alert could not be rendered: {e}")))?;
-        if buf.len() >= WRITE_CHUNK {
-            ctx.env.emitter.write(buf).map_err(PageError::Output)?;
-            buf.clear();
-        }
-        emitted_here.insert(p.id.as_ref(), (at, p.hash));
+        writer.push(&record).map_err(PageError::from)?;
+        emitted_here.insert(p.id.as_ref(), incoming);
         versions.push(EmittedVersion {
             alert_id: p.id.to_string(),
             last_update_text: p
                 .last_update
                 .as_ref()
                 .map_or_else(String::new, |l| l.1.to_string()),
-            last_update: at,
+            last_update: incoming.last_update,
             content_hash: p.hash,
         });
     }
-    if !buf.is_empty() {
-        ctx.env.emitter.write(buf).map_err(PageError::Output)?;
-    }
+    writer.finish().map_err(PageError::from)?;
     // Only now, with the lines durable, is the page recorded as emitted.
     if !versions.is_empty() {
         ctx.env
@@ -689,26 +558,4 @@ fn handle_page(
         newest,
         next_link: page.next_link,
     })
-}
-
-/// Runs a store call on the blocking pool, retrying a busy database briefly.
-pub async fn blocking<T: Send + 'static>(
-    store: &Arc<Store>,
-    f: impl Fn(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    let store = Arc::clone(store);
-    tokio::task::spawn_blocking(move || {
-        let mut tries = 0;
-        loop {
-            match f(&store) {
-                Err(e) if e.is_retryable() && tries < 5 => {
-                    tries += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(100 * tries));
-                }
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("store task panicked")
 }
