@@ -2,7 +2,6 @@
 //! text an operator reads. `main.rs` parses it and dispatches.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -45,9 +44,10 @@ pub enum Command {
         json: bool,
     },
     /// Run the daemon against the built-in simulator on loopback; no credentials needed.
+    #[cfg(feature = "sim")]
     Demo {
         /// Stop after this long (e.g. 30s); without it, at Ctrl-C.
         #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
+        duration: Option<std::time::Duration>,
     },
 }

@@ -15,11 +15,12 @@
 //! - [`store`]: SQLite: migrations, versions emitted, cursors, poll history.
 //! - [`output`]: the NDJSON sink (stdout or an appended file) and formats.
 //! - [`daemon`]: `run()`: signals, reload, sd_notify, shutdown as a parameter.
-//! - [`sim`]: the simulator of Entra ID + the alerts API used by the tests,
-//!   `mde-poller demo` and the benchmark.
+//! - `sim`: the simulator of Entra ID + the alerts API used by the tests,
+//!   `mde-poller demo` and the benchmark; with `demo`, behind the cargo
+//!   feature `sim` (on by default, off in the packaged daemon).
 //!
 //! Around them: [`cli`] (the command line), [`commands`] (`check`, `status`,
-//! `consent-url`), [`demo`], [`events`] (every log line, by name),
+//! `consent-url`), `demo`, [`events`] (every log line, by name),
 //! [`logging`] (tracing on stderr), [`notify`]
 //! (sd_notify and the watchdog), [`http`] (the shared client), [`backoff`],
 //! and [`timestamp`] (the API's 100 ns timestamps).
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod events;
 pub mod http;
@@ -44,6 +46,7 @@ pub mod output;
 pub mod poll;
 pub mod ratelimit;
 pub mod scheduler;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod store;
 pub mod timestamp;

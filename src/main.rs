@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use mde_poller::cli::{Cli, Command};
-use mde_poller::{commands, config, daemon, demo, logging};
+#[cfg(feature = "sim")]
+use mde_poller::demo;
+use mde_poller::{commands, config, daemon, logging};
 
 /// EX_CONFIG from sysexits.h: systemd's RestartPreventExitStatus keys on it.
 const EX_CONFIG: u8 = 78;
@@ -13,6 +15,7 @@ const EX_CONFIG: u8 = 78;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "sim")]
     if let Command::Demo { duration } = cli.command {
         return exit(demo::run(duration).await.map(|()| true));
     }
@@ -40,6 +43,7 @@ async fn main() -> ExitCode {
         Command::Status { json } => {
             printed(commands::status(&settings).map(|rows| commands::status_report(&rows, json)))
         }
+        #[cfg(feature = "sim")]
         Command::Demo { .. } => unreachable!("handled above"),
     };
     exit(outcome)
