@@ -610,6 +610,7 @@ fn handle_page(
         let record = Record {
             timestamp: now,
             change,
+            source: output::AlertSource::Mde,
             tenant_name: &ctx.tenant_name,
             tenant_id: &ctx.tenant_id,
             alert: p.raw,
