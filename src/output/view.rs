@@ -164,7 +164,8 @@ pub(super) struct Process {
 #[derive(Debug, Clone)]
 pub(super) enum Evidence {
     File(File),
-    Process(Process),
+    /// Boxed: by far the largest kind.
+    Process(Box<Process>),
     User(User),
     Ip(String),
     Url(String),
@@ -362,7 +363,7 @@ impl View {
 
     pub fn processes(&self) -> impl Iterator<Item = &Process> {
         self.evidence.iter().filter_map(|e| match e {
-            Evidence::Process(p) => Some(p),
+            Evidence::Process(p) => Some(p.as_ref()),
             _ => None,
         })
     }
@@ -373,7 +374,7 @@ impl View {
         for e in &self.evidence {
             match e {
                 Evidence::User(u) | Evidence::Mailbox(u) => out.push(u),
-                Evidence::Process(Process { user: Some(u), .. }) => out.push(u),
+                Evidence::Process(p) => out.extend(p.user.as_ref()),
                 _ => {}
             }
         }
@@ -410,7 +411,7 @@ fn mde_evidence(e: &Value) -> Evidence {
     };
     match kind.to_ascii_lowercase().as_str() {
         "file" => Evidence::File(file),
-        "process" => Evidence::Process(Process {
+        "process" => Evidence::Process(Box::new(Process {
             pid: number(e.get("processId")),
             command_line: text(e.get("processCommandLine")),
             started: time(e.get("processCreationTime")),
@@ -423,7 +424,7 @@ fn mde_evidence(e: &Value) -> Evidence {
                 ..File::default()
             },
             user: Some(user).filter(|u| !u.is_empty()),
-        }),
+        })),
         "user" if !user.is_empty() => Evidence::User(user),
         "ip" => match text(e.get("ipAddress")) {
             Some(ip) => Evidence::Ip(ip),
@@ -488,7 +489,7 @@ fn graph_evidence(e: &Value) -> Evidence {
             ips: string_list(e.get("ipInterfaces")),
         }),
         "fileEvidence" => Evidence::File(graph_file(e.get("fileDetails"))),
-        "processEvidence" => Evidence::Process(Process {
+        "processEvidence" => Evidence::Process(Box::new(Process {
             pid: number(e.get("processId")),
             command_line: text(e.get("processCommandLine")),
             started: time(e.get("processCreationDateTime")),
@@ -497,7 +498,7 @@ fn graph_evidence(e: &Value) -> Evidence {
             parent_started: time(e.get("parentProcessCreationDateTime")),
             parent_image: graph_file(e.get("parentProcessImageFile")),
             user: Some(graph_user(e.get("userAccount"))).filter(|u| !u.is_empty()),
-        }),
+        })),
         "userEvidence" => {
             let u = graph_user(e.get("userAccount"));
             if u.is_empty() {

@@ -178,6 +178,9 @@ fn graph_fixtures_are_valid_in_every_format() {
 /// Today's (before this change) OCSF line of the API-NOTES alert.
 const OCSF_BEFORE: &str = r#"{"activity_id":1,"activity_name":"Create","attacks":[{"technique":{"uid":"T1064"}},{"technique":{"uid":"T1085"}},{"technique":{"uid":"T1220"}}],"category_name":"Findings","category_uid":2,"class_name":"Detection Finding","class_uid":2004,"device":{"groups":[{"name":"A"}],"hostname":"temp123.middleeast.corp.microsoft.com","name":"temp123.middleeast.corp.microsoft.com","type":"Unknown","type_id":0,"uid":"111e6dd8c833c8a052ea231ec1b19adaf497b625"},"finding_info":{"analytic":{"category":"Execution","name":"WindowsDefenderAtp","type":"Unknown","type_id":0,"uid":"17e10bbc-3a68-474a-8aad-faef14d43952"},"created_time":1611693237722,"desc":"Binaries signed by Microsoft …","first_seen_time":1611693092956,"last_seen_time":1611693093057,"modified_time":1611693239200,"title":"Low-reputation arbitrary code executed by signed executable","types":["Execution"],"uid":"da637472900382838869_1364969609"},"message":"Low-reputation arbitrary code executed by signed executable","metadata":{"product":{"name":"Microsoft Defender for Endpoint","vendor_name":"Microsoft"},"tenant_uid":"1111","uid":"da637472900382838869_1364969609@2021-01-26T20:33:59.2Z","version":"1.1.0"},"severity":"Low","severity_id":2,"status":"New","status_id":1,"time":1795723200123,"type_name":"Detection Finding: Create","type_uid":200401,"unmapped":{"alert":{},"tenant":{"name":"contoso","id":"1111"}}}"#;
 
+/// What is planted, how, and words of the problem the validator must report.
+type Plant = (&'static str, fn(&mut Value), &'static str);
+
 fn ocsf_problems(v: &Value) -> Vec<String> {
     OCSF.with(|o| o.validate(v))
 }
@@ -201,7 +204,7 @@ fn the_ocsf_validator_rejects_todays_output_and_planted_faults() {
 
     let good = lines(AlertSource::Mde, &fixtures("mde/alerts.json")[0]).ocsf;
     assert_eq!(ocsf_problems(&good), Vec::<String>::new());
-    let planted: &[(&str, fn(&mut Value), &str)] = &[
+    let planted: &[Plant] = &[
         (
             "a hostname with _",
             |v| v["device"]["hostname"] = json!("lap_jsmith"),
@@ -299,7 +302,7 @@ fn the_ecs_validator_rejects_planted_faults() {
         "ecs_flat.yml read: {} fields",
         ecs().fields.len()
     );
-    let planted: &[(&str, fn(&mut Value), &str)] = &[
+    let planted: &[Plant] = &[
         (
             "an unknown field",
             |v| v["host"]["nick"] = json!("x"),
