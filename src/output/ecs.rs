@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::formats::{one_line, record_id, strings, Obj};
+use super::formats::{one_line, record_id_of, strings, Obj};
 use super::view::{Evidence, File, View};
 use super::{AlertSource, Change, Record};
 
@@ -36,12 +36,7 @@ struct Ours<'a> {
 
 pub(super) fn render(buf: &mut Vec<u8>, rec: &Record) -> Result<(), serde_json::Error> {
     let v = View::read(rec.source, rec.alert);
-    let key = record_id(
-        rec.tenant_id,
-        v.id.as_deref(),
-        v.updated.as_ref().map(|t| t.at.ticks()),
-        rec.alert.get(),
-    );
+    let key = record_id_of(rec);
     let alert = one_line(rec.alert);
     let doc = Doc {
         fields: fields(rec, &v),

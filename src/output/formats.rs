@@ -28,7 +28,7 @@ pub(super) fn raw(buf: &mut Vec<u8>, rec: &Record) {
     buf.extend_from_slice(b"\",\"change\":\"");
     buf.extend_from_slice(rec.change.as_str().as_bytes());
     buf.extend_from_slice(b"\",\"record_id\":\"");
-    buf.extend_from_slice(record_id_of_raw(rec, &alert).as_bytes());
+    buf.extend_from_slice(key_of(rec, &alert).as_bytes());
     buf.extend_from_slice(b"\",\"tenant\":{\"name\":");
     write_json_str(buf, rec.tenant_name);
     buf.extend_from_slice(b",\"id\":");
@@ -46,7 +46,7 @@ pub(super) fn raw(buf: &mut Vec<u8>, rec: &Record) {
 /// 32 hex digits of SHA-256 over (tenant id, alert id, update time in 100 ns
 /// ticks), so `…59.2Z` and `…59.2000000Z` give the same key. An alert without
 /// a usable id or update time has its text hashed in their place.
-pub(super) fn record_id(
+fn record_id(
     tenant_id: &str,
     alert_id: Option<&str>,
     updated_ticks: Option<i64>,
@@ -75,8 +75,14 @@ pub(super) fn record_id(
     out
 }
 
-/// The key for the raw hot path: only `id` and the update time are read.
-fn record_id_of_raw(rec: &Record, alert: &str) -> String {
+/// The record's idempotency key (see [`record_id`]).
+pub(super) fn record_id_of(rec: &Record) -> String {
+    key_of(rec, &clean_text(rec.alert.get()))
+}
+
+/// Only `id` and the update time are read (cheap enough for raw's hot
+/// path), the same way for every format so that the keys agree.
+fn key_of(rec: &Record, alert: &str) -> String {
     // Unexpected types (a numeric id, a null time) must not lose the key.
     #[derive(serde::Deserialize)]
     struct Loose<'a> {

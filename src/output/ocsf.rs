@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use super::formats::{one_line, record_id, Obj};
+use super::formats::{one_line, record_id_of, Obj};
 use super::view::{Evidence, File, Host, Process, Severity, Status, User, View};
 use super::{Change, Record};
 
@@ -94,12 +94,7 @@ fn fields(rec: &Record, v: &View) -> Map<String, Value> {
         Change::Update => (2u32, "Update"),
     };
     let emitted_ms = rec.timestamp.ticks().div_euclid(10_000);
-    let key = record_id(
-        rec.tenant_id,
-        v.id.as_deref(),
-        v.updated.as_ref().map(|t| t.at.ticks()),
-        rec.alert.get(),
-    );
+    let key = record_id_of(rec);
     let product = product_name(v);
 
     // severity_id is required: no severity is 0 Unknown. The sibling holds
