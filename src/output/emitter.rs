@@ -30,17 +30,6 @@ pub struct Emitter {
     current: Mutex<Current>,
 }
 
-/// Why a line of a page was not written.
-#[derive(Debug, thiserror::Error)]
-pub enum PageWriteError {
-    /// The alert could not be put in the output format (nothing was written
-    /// for it; the lines before it are still in the page's buffer).
-    #[error("an alert could not be rendered: {0}")]
-    Render(serde_json::Error),
-    #[error(transparent)]
-    Io(io::Error),
-}
-
 impl Emitter {
     pub fn new(sink: Sink, format: OutputFormat) -> Self {
         Emitter {
@@ -86,26 +75,27 @@ pub struct PageWriter<'a> {
 impl PageWriter<'_> {
     /// Renders `rec` as one line; writes (and makes durable) the buffered
     /// lines once they reach a chunk.
-    pub fn push(&mut self, rec: &Record) -> Result<(), PageWriteError> {
-        render(self.buf, self.current.format, rec).map_err(PageWriteError::Render)?;
+    pub fn push(&mut self, rec: &Record) -> io::Result<()> {
+        // Rendering cannot fail (formats replace what cannot be encoded).
+        let Ok(()) = render(self.buf, self.current.format, rec);
         if self.buf.len() >= WRITE_CHUNK {
             self.flush()?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), PageWriteError> {
+    fn flush(&mut self) -> io::Result<()> {
         self.current
             .sink
             .write_batch(self.buf)
-            .map_err(PageWriteError::Io)?;
+            ?;
         self.buf.clear();
         Ok(())
     }
 
     /// Writes the rest of the page; when it returns `Ok`, every line pushed
     /// is durable and the page may be recorded as emitted.
-    pub fn finish(mut self) -> Result<(), PageWriteError> {
+    pub fn finish(mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             self.flush()?;
         }

@@ -1,58 +1,197 @@
-//! The three line formats: `raw` (the alert verbatim in an envelope), `ecs`
-//! (Elastic Common Schema) and `ocsf` (OCSF 1.1.0 Detection Finding).
-//! Every mapping is documented field by field in `docs/FORMATS.md`; keep the
-//! two in step.
+//! What the three line formats share, and `raw` itself: the alert verbatim
+//! in an envelope. `ecs` and `ocsf` (in `ecs.rs`, `ocsf.rs`) map the
+//! source-neutral reading of the alert in `view.rs`. Every mapping is
+//! documented field by field in `docs/FORMATS.md`; keep the two in step.
 //!
 //! Any alert property may be null, absent or of an unexpected type: a
 //! mapped field whose source is unusable is omitted, never guessed, and the
-//! original object always travels along unchanged.
+//! original object always travels along.
 
 use std::borrow::Cow;
 
-use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
-use super::{Change, Record};
-use crate::timestamp::Timestamp;
+use super::Record;
 
-/// The ECS version the `ecs` mapping follows.
-pub const ECS_VERSION: &str = "8.11.0";
-/// The OCSF schema version the `ocsf` mapping follows.
-pub const OCSF_VERSION: &str = "1.1.0";
-
-const VENDOR: &str = "Microsoft";
-const PRODUCT: &str = "Defender for Endpoint";
-const PRODUCT_FULL: &str = "Microsoft Defender for Endpoint";
-
-/// `{"@timestamp":…,"type":"mde.alert","change":…,"tenant":{…},"alert":{…}}`.
+/// `{"@timestamp":…,"type":"mde.alert","change":…,"record_id":…,"tenant":{…},"alert":{…}}`.
 ///
 /// Written byte by byte rather than through serde: this is the hot path of a
 /// back-fill (100k alerts/s) and the alert itself is copied, not re-parsed.
 pub(super) fn raw(buf: &mut Vec<u8>, rec: &Record) {
+    let alert = clean_text(rec.alert.get());
     buf.extend_from_slice(b"{\"@timestamp\":\"");
     buf.extend_from_slice(rec.timestamp.to_millis_string().as_bytes());
-    buf.extend_from_slice(b"\",\"type\":\"mde.alert\",\"change\":\"");
+    buf.extend_from_slice(b"\",\"type\":\"");
+    buf.extend_from_slice(rec.source.record_type().as_bytes());
+    buf.extend_from_slice(b"\",\"change\":\"");
     buf.extend_from_slice(rec.change.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"record_id\":\"");
+    buf.extend_from_slice(key_of(rec, &alert).as_bytes());
     buf.extend_from_slice(b"\",\"tenant\":{\"name\":");
     write_json_str(buf, rec.tenant_name);
     buf.extend_from_slice(b",\"id\":");
     write_json_str(buf, rec.tenant_id);
     buf.extend_from_slice(b"},\"alert\":");
-    write_one_line(buf, rec.alert.get());
+    write_one_line(buf, &alert);
     buf.push(b'}');
 }
 
-fn write_json_str(buf: &mut Vec<u8>, s: &str) {
+/// The idempotency key of a record: the same for every emission of the same
+/// version of the same alert of the same tenant, in every format and from
+/// either source (the MDE and Graph forms of one version share it, so a
+/// switch of source overwrites downstream instead of duplicating).
+///
+/// 32 hex digits of SHA-256 over (tenant id, alert id, update time in 100 ns
+/// ticks), so `…59.2Z` and `…59.2000000Z` give the same key. An alert without
+/// a usable id or update time has its text hashed in their place.
+fn record_id(
+    tenant_id: &str,
+    alert_id: Option<&str>,
+    updated_ticks: Option<i64>,
+    alert_text: &str,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(b"mde-poller record v1\0");
+    h.update(tenant_id.to_ascii_lowercase().as_bytes());
+    h.update(b"\0");
+    match (alert_id, updated_ticks) {
+        (Some(id), Some(ticks)) => {
+            h.update(id.as_bytes());
+            h.update(b"\0");
+            h.update(ticks.to_string().as_bytes());
+        }
+        _ => {
+            h.update(b"text\0");
+            h.update(alert_text.as_bytes());
+        }
+    }
+    let digest = h.finalize();
+    let mut out = String::with_capacity(32);
+    for b in &digest[..16] {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// The record's idempotency key (see [`record_id`]).
+pub(super) fn record_id_of(rec: &Record) -> String {
+    key_of(rec, &clean_text(rec.alert.get()))
+}
+
+/// Only `id` and the update time are read (cheap enough for raw's hot
+/// path), the same way for every format so that the keys agree.
+fn key_of(rec: &Record, alert: &str) -> String {
+    // Unexpected types (a numeric id, a null time) must not lose the key.
+    #[derive(serde::Deserialize)]
+    struct Loose<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow, default, rename = "lastUpdateTime")]
+        mde: Option<&'a RawValue>,
+        #[serde(borrow, default, rename = "lastUpdateDateTime")]
+        graph: Option<&'a RawValue>,
+    }
+    let str_of = |v: Option<&RawValue>| -> Option<String> {
+        v.and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+    };
+    let (id, updated) = match serde_json::from_str::<Loose>(alert) {
+        Ok(l) => {
+            let updated = match rec.source {
+                super::AlertSource::Mde => l.mde,
+                super::AlertSource::Graph => l.graph,
+            };
+            (str_of(l.id), str_of(updated))
+        }
+        Err(_) => (None, None),
+    };
+    let ticks = updated
+        .as_deref()
+        .and_then(|s| crate::timestamp::Timestamp::parse(s).ok())
+        .map(|t| t.ticks());
+    record_id(
+        rec.tenant_id,
+        id.as_deref().filter(|s| !s.is_empty()),
+        ticks,
+        alert,
+    )
+}
+
+pub(super) fn write_json_str(buf: &mut Vec<u8>, s: &str) {
     // Writing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+/// The alert's JSON text with every `\uXXXX` escape that names half of a
+/// surrogate pair without its other half replaced by `\ufffd`: such text is
+/// not Unicode, and strict parsers downstream (and serde_json) refuse it.
+/// Everything else is untouched, byte for byte.
+pub(super) fn clean_text(json: &str) -> Cow<'_, str> {
+    let b = json.as_bytes();
+    if !b.windows(2).any(|w| w == b"\\u") {
+        return Cow::Borrowed(json);
+    }
+    let hex4 = |at: usize| -> Option<u16> {
+        let s = json.get(at..at + 4)?;
+        u16::from_str_radix(s, 16).ok()
+    };
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    let mut in_string = false;
+    while i < b.len() {
+        let c = b[i];
+        if !in_string {
+            if c == b'"' {
+                in_string = true;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' => {
+                in_string = false;
+                i += 1;
+            }
+            b'\\' if b.get(i + 1) == Some(&b'u') => {
+                let unit = hex4(i + 2);
+                let is_high = unit.is_some_and(|u| (0xD800..0xDC00).contains(&u));
+                let is_low = unit.is_some_and(|u| (0xDC00..0xE000).contains(&u));
+                let paired = is_high
+                    && b.get(i + 6) == Some(&b'\\')
+                    && b.get(i + 7) == Some(&b'u')
+                    && hex4(i + 8).is_some_and(|u| (0xDC00..0xE000).contains(&u));
+                if paired {
+                    i += 12;
+                } else if is_high || is_low {
+                    let o = out.get_or_insert_with(|| String::with_capacity(json.len()));
+                    o.push_str(&json[copied..i]);
+                    o.push_str("\\ufffd");
+                    i += 6;
+                    copied = i;
+                } else {
+                    i += 6;
+                }
+            }
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    match out {
+        None => Cow::Borrowed(json),
+        Some(mut o) => {
+            o.push_str(&json[copied..]);
+            Cow::Owned(o)
+        }
+    }
 }
 
 /// Copies valid JSON text, dropping the whitespace between tokens only when
 /// it holds a line break: an NDJSON line must never be split, and keys,
 /// their order and number spellings stay exactly as the API wrote them
 /// (a parse into `Value` and back would reorder and re-spell them).
-fn write_one_line(buf: &mut Vec<u8>, json: &str) {
+pub(super) fn write_one_line(buf: &mut Vec<u8>, json: &str) {
     let bytes = json.as_bytes();
     if !bytes.iter().any(|&b| b == b'\n' || b == b'\r') {
         buf.extend_from_slice(bytes);
@@ -86,14 +225,15 @@ fn write_one_line(buf: &mut Vec<u8>, json: &str) {
     }
 }
 
-/// The alert as a one-line raw value, for nesting inside a serde document.
-fn one_line(alert: &RawValue) -> Cow<'_, RawValue> {
-    let text = alert.get();
-    if !text.bytes().any(|b| b == b'\n' || b == b'\r') {
+/// The alert as a one-line raw value (lone surrogates replaced), for
+/// nesting inside a serde document.
+pub(super) fn one_line(alert: &RawValue) -> Cow<'_, RawValue> {
+    let text = clean_text(alert.get());
+    if matches!(text, Cow::Borrowed(_)) && !text.bytes().any(|b| b == b'\n' || b == b'\r') {
         return Cow::Borrowed(alert);
     }
     let mut compact = Vec::with_capacity(text.len());
-    write_one_line(&mut compact, text);
+    write_one_line(&mut compact, &text);
     // Removing inter-token whitespace from valid JSON keeps it valid UTF-8
     // and valid JSON; fall back to the original rather than panic.
     match String::from_utf8(compact).ok().map(RawValue::from_string) {
@@ -102,445 +242,65 @@ fn one_line(alert: &RawValue) -> Cow<'_, RawValue> {
     }
 }
 
-/// Read-only, forgiving access to the alert's properties.
-struct Alert(Value);
-
-impl Alert {
-    fn parse(raw: &RawValue) -> Result<Alert, serde_json::Error> {
-        Ok(Alert(serde_json::from_str(raw.get())?))
-    }
-
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
-    }
-
-    /// A non-empty string property.
-    fn str(&self, key: &str) -> Option<&str> {
-        self.get(key).and_then(non_empty)
-    }
-
-    /// A timestamp property, only when it really is one: a date field that
-    /// a SIEM cannot parse would make it drop the whole document.
-    fn time(&self, key: &str) -> Option<(&str, Timestamp)> {
-        let s = self.str(key)?;
-        Timestamp::parse(s).ok().map(|t| (s, t))
-    }
-
-    /// A timestamp in epoch milliseconds (OCSF).
-    fn time_ms(&self, key: &str) -> Option<i64> {
-        self.time(key).map(|(_, t)| millis(t))
-    }
-
-    fn techniques(&self) -> Vec<&str> {
-        match self.get("mitreTechniques") {
-            Some(Value::Array(items)) => items.iter().filter_map(non_empty).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn related_user(&self, key: &str) -> Option<&str> {
-        self.get("relatedUser")
-            .and_then(|u| u.get(key))
-            .and_then(non_empty)
-    }
-}
-
-fn non_empty(v: &Value) -> Option<&str> {
-    v.as_str().filter(|s| !s.is_empty())
-}
-
-fn millis(t: Timestamp) -> i64 {
-    t.ticks().div_euclid(10_000)
-}
-
 /// Collects only the fields that have a value, so nothing is emitted as
 /// `null` and an object with no fields is left out entirely.
 #[derive(Default)]
-struct Obj(Map<String, Value>);
+pub(super) struct Obj(pub(super) Map<String, Value>);
 
 impl Obj {
-    fn put(&mut self, key: &str, value: impl Into<Option<Value>>) -> &mut Self {
+    pub(super) fn put(&mut self, key: &str, value: impl Into<Option<Value>>) -> &mut Self {
         if let Some(v) = value.into() {
             self.0.insert(key.to_owned(), v);
         }
         self
     }
 
-    fn put_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
+    pub(super) fn put_str(&mut self, key: &str, value: Option<&str>) -> &mut Self {
         self.put(key, value.map(|s| Value::String(s.to_owned())))
     }
 
-    fn put_obj(&mut self, key: &str, obj: Obj) -> &mut Self {
+    pub(super) fn put_obj(&mut self, key: &str, obj: Obj) -> &mut Self {
         if !obj.0.is_empty() {
             self.0.insert(key.to_owned(), Value::Object(obj.0));
         }
         self
     }
-}
 
-fn strings(items: &[&str]) -> Value {
-    Value::Array(
-        items
-            .iter()
-            .map(|s| Value::String((*s).to_owned()))
-            .collect(),
-    )
-}
-
-/// Splits `T1059.001` into its technique `T1059` and the sub-technique.
-fn split_techniques<'a>(all: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
-    let (mut techniques, mut subs) = (Vec::new(), Vec::new());
-    for &t in all {
-        let parent = match t.split_once('.') {
-            Some((parent, _)) => {
-                subs.push(t);
-                parent
-            }
-            None => t,
-        };
-        if !techniques.contains(&parent) {
-            techniques.push(parent);
+    pub(super) fn put_list(&mut self, key: &str, items: Vec<Value>) -> &mut Self {
+        if !items.is_empty() {
+            self.0.insert(key.to_owned(), Value::Array(items));
         }
+        self
     }
-    (techniques, subs)
-}
 
-/// The MDE severity as an ordinal (also the OCSF `severity_id`):
-/// Informational 1, Low 2, Medium 3, High 4; `UnSpecified` and unknown
-/// values have none.
-fn severity_rank(severity: &str) -> Option<u8> {
-    match severity.to_ascii_lowercase().as_str() {
-        "informational" => Some(1),
-        "low" => Some(2),
-        "medium" => Some(3),
-        "high" => Some(4),
-        _ => None,
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(super) fn into_value(self) -> Value {
+        Value::Object(self.0)
     }
 }
 
-/// The mapped fields plus the original alert, nested as raw JSON so that it
-/// is copied, not re-serialized (key order and number spelling preserved).
-#[derive(Serialize)]
-struct WithOriginal<T: Serialize> {
-    #[serde(flatten)]
-    fields: Map<String, Value>,
-    #[serde(flatten)]
-    original: T,
-}
-
-#[derive(Serialize)]
-struct EcsOriginal<'a> {
-    mde: EcsMde<'a>,
-}
-
-#[derive(Serialize)]
-struct EcsMde<'a> {
-    alert: &'a RawValue,
-    change: Change,
-}
-
-/// Elastic Common Schema.
-pub(super) fn ecs(buf: &mut Vec<u8>, rec: &Record) -> Result<(), serde_json::Error> {
-    let a = Alert::parse(rec.alert)?;
-
-    let mut event = Obj::default();
-    event
-        .put_str("kind", Some("alert"))
-        .put("category", Some(ecs_categories(&a)))
-        .put("type", Some(strings(&["info"])))
-        .put_str("action", Some(rec.change.as_str()))
-        .put_str("id", a.str("id"))
-        .put_str("created", a.time("alertCreationTime").map(|(s, _)| s))
-        .put_str("start", a.time("firstEventTime").map(|(s, _)| s))
-        .put_str("end", a.time("lastEventTime").map(|(s, _)| s))
-        .put(
-            "severity",
-            a.str("severity").and_then(severity_rank).map(Value::from),
-        )
-        .put_str("provider", a.str("detectionSource"))
-        .put_str("module", Some("mde"))
-        .put_str("dataset", Some("mde.alert"));
-
-    let mut rule = Obj::default();
-    rule.put_str("name", a.str("title"))
-        .put_str("description", a.str("description"))
-        .put_str("id", a.str("detectorId"))
-        .put_str("category", a.str("category"));
-
-    let mut threat = Obj::default();
-    let (techniques, subs) = split_techniques(&a.techniques());
-    if !techniques.is_empty() {
-        let mut technique = Obj::default();
-        technique.put("id", Some(strings(&techniques)));
-        if !subs.is_empty() {
-            let mut sub = Obj::default();
-            sub.put("id", Some(strings(&subs)));
-            technique.put_obj("subtechnique", sub);
-        }
-        threat
-            .put_str("framework", Some("MITRE ATT&CK"))
-            .put_obj("technique", technique);
-    }
-
-    let mut host = Obj::default();
-    host.put_str("hostname", a.str("computerDnsName"))
-        .put_str("name", a.str("computerDnsName"))
-        .put_str("id", a.str("machineId"));
-
-    let mut user = Obj::default();
-    user.put_str("name", a.related_user("userName"))
-        .put_str("domain", a.related_user("domainName"));
-
-    let mut observer = Obj::default();
-    observer
-        .put_str("vendor", Some(VENDOR))
-        .put_str("product", Some(PRODUCT))
-        .put_str("type", Some("edr"));
-
-    let mut account = Obj::default();
-    account.put_str("id", Some(rec.tenant_id));
-    let mut cloud = Obj::default();
-    cloud
-        .put_str("provider", Some("azure"))
-        .put_obj("account", account);
-
-    let mut organization = Obj::default();
-    organization
-        .put_str("id", Some(rec.tenant_id))
-        .put_str("name", Some(rec.tenant_name));
-
-    let mut ecs = Obj::default();
-    ecs.put_str("version", Some(ECS_VERSION));
-
-    let mut doc = Obj::default();
-    doc.put_str("@timestamp", Some(&rec.timestamp.to_millis_string()))
-        .put_str("message", a.str("title"))
-        .put_obj("ecs", ecs)
-        .put_obj("event", event)
-        .put_obj("rule", rule)
-        .put_obj("threat", threat)
-        .put_obj("host", host)
-        .put_obj("user", user)
-        .put_obj("observer", observer)
-        .put_obj("cloud", cloud)
-        .put_obj("organization", organization);
-
-    let alert = one_line(rec.alert);
-    let out = WithOriginal {
-        fields: doc.0,
-        original: EcsOriginal {
-            mde: EcsMde {
-                alert: &alert,
-                change: rec.change,
-            },
-        },
-    };
-    serde_json::to_writer(&mut *buf, &out)
-}
-
-fn ecs_categories(a: &Alert) -> Value {
-    let malware = a
-        .str("category")
-        .is_some_and(|c| c.eq_ignore_ascii_case("malware"))
-        || a.str("threatFamilyName").is_some();
-    if malware {
-        strings(&["intrusion_detection", "malware"])
-    } else {
-        strings(&["intrusion_detection"])
-    }
-}
-
-#[derive(Serialize)]
-struct OcsfOriginal<'a> {
-    unmapped: OcsfUnmapped<'a>,
-}
-
-#[derive(Serialize)]
-struct OcsfUnmapped<'a> {
-    alert: &'a RawValue,
-    tenant: OcsfTenant<'a>,
-}
-
-#[derive(Serialize)]
-struct OcsfTenant<'a> {
-    name: &'a str,
-    id: &'a str,
-}
-
-/// OCSF 1.1.0, Detection Finding (class 2004).
-pub(super) fn ocsf(buf: &mut Vec<u8>, rec: &Record) -> Result<(), serde_json::Error> {
-    let a = Alert::parse(rec.alert)?;
-    let (activity_id, activity_name) = match rec.change {
-        Change::New => (1u32, "Create"),
-        Change::Update => (2u32, "Update"),
-    };
-
-    let severity = a.str("severity");
-    let severity_id =
-        match severity {
-            None => 0,
-            Some(s) => severity_rank(s).map(u32::from).unwrap_or(
-                if s.eq_ignore_ascii_case("unspecified") {
-                    0
-                } else {
-                    99
-                },
-            ),
-        };
-
-    let mut analytic = Obj::default();
-    if let Some(detector) = a.str("detectorId") {
-        let custom = a.str("detectionSource") == Some("CustomDetection");
-        analytic
-            .put_str("uid", Some(detector))
-            .put_str("name", a.str("detectionSource"))
-            .put_str("category", a.str("category"))
-            .put("type_id", Some(Value::from(if custom { 1 } else { 0 })))
-            .put_str("type", Some(if custom { "Rule" } else { "Unknown" }));
-    }
-
-    let mut finding = Obj::default();
-    finding
-        .put_str("uid", a.str("id"))
-        // `title` is required by the schema: fall back to a generic one
-        // rather than emit an invalid finding.
-        .put_str(
-            "title",
-            Some(
-                a.str("title")
-                    .unwrap_or("Microsoft Defender for Endpoint alert"),
-            ),
-        )
-        .put_str("desc", a.str("description"))
-        .put(
-            "created_time",
-            a.time_ms("alertCreationTime").map(Value::from),
-        )
-        .put(
-            "first_seen_time",
-            a.time_ms("firstEventTime").map(Value::from),
-        )
-        .put(
-            "last_seen_time",
-            a.time_ms("lastEventTime").map(Value::from),
-        )
-        .put(
-            "modified_time",
-            a.time_ms("lastUpdateTime").map(Value::from),
-        )
-        .put("types", a.str("category").map(|c| strings(&[c])))
-        .put_obj("analytic", analytic);
-
-    let mut product = Obj::default();
-    product
-        .put_str("name", Some(PRODUCT_FULL))
-        .put_str("vendor_name", Some(VENDOR));
-    let mut metadata = Obj::default();
-    metadata
-        .put_str("version", Some(OCSF_VERSION))
-        .put_obj("product", product)
-        .put_str(
-            "uid",
-            a.str("id")
-                .map(|id| match a.str("lastUpdateTime") {
-                    Some(at) => format!("{id}@{at}"),
-                    None => id.to_owned(),
-                })
-                .as_deref(),
-        )
-        .put_str("tenant_uid", Some(rec.tenant_id));
-
-    let mut device = Obj::default();
-    device
-        .put_str("hostname", a.str("computerDnsName"))
-        .put_str("name", a.str("computerDnsName"))
-        .put_str("uid", a.str("machineId"));
-    if let Some(group) = a.str("rbacGroupName") {
-        device.put(
-            "groups",
-            Some(Value::Array(vec![serde_json::json!({ "name": group })])),
-        );
-    }
-    if !device.0.is_empty() {
-        device
-            .put("type_id", Some(Value::from(0)))
-            .put_str("type", Some("Unknown"));
-    }
-
-    let attacks: Vec<Value> = a
-        .techniques()
-        .into_iter()
-        .map(|t| match t.split_once('.') {
-            Some((parent, _)) => serde_json::json!({
-                "technique": { "uid": parent },
-                "sub_technique": { "uid": t },
-            }),
-            None => serde_json::json!({ "technique": { "uid": t } }),
-        })
-        .collect();
-
-    let mut doc = Obj::default();
-    doc.put("activity_id", Some(Value::from(activity_id)))
-        .put_str("activity_name", Some(activity_name))
-        .put("category_uid", Some(Value::from(2)))
-        .put_str("category_name", Some("Findings"))
-        .put("class_uid", Some(Value::from(2004)))
-        .put_str("class_name", Some("Detection Finding"))
-        .put("type_uid", Some(Value::from(200_400 + activity_id)))
-        .put_str(
-            "type_name",
-            Some(&format!("Detection Finding: {activity_name}")),
-        )
-        .put("time", Some(Value::from(millis(rec.timestamp))))
-        .put("severity_id", Some(Value::from(severity_id)))
-        .put_str("severity", severity)
-        .put_str("message", a.str("title"))
-        .put_obj("finding_info", finding)
-        .put_obj("metadata", metadata)
-        .put_obj("device", device);
-    if let Some((id, name)) = a.str("status").map(ocsf_status) {
-        doc.put("status_id", Some(Value::from(id)))
-            .put_str("status", Some(name));
-    }
-    if !attacks.is_empty() {
-        doc.put("attacks", Some(Value::Array(attacks)));
-    }
-
-    let alert = one_line(rec.alert);
-    let out = WithOriginal {
-        fields: doc.0,
-        original: OcsfOriginal {
-            unmapped: OcsfUnmapped {
-                alert: &alert,
-                tenant: OcsfTenant {
-                    name: rec.tenant_name,
-                    id: rec.tenant_id,
-                },
-            },
-        },
-    };
-    serde_json::to_writer(&mut *buf, &out)
-}
-
-/// MDE `status` → OCSF finding `status_id` and its caption; values MDE may
-/// add later become Other (99) with the MDE text kept.
-fn ocsf_status(status: &str) -> (u32, &str) {
-    match status {
-        "New" => (1, "New"),
-        "InProgress" => (2, "In Progress"),
-        "Resolved" => (4, "Resolved"),
-        "Unknown" => (0, "Unknown"),
-        other => (99, other),
-    }
+pub(super) fn strings<S: AsRef<str>>(items: &[S]) -> Vec<Value> {
+    items
+        .iter()
+        .map(|s| Value::String(s.as_ref().to_owned()))
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::OutputFormat;
-    use crate::output::render;
+    use crate::output::ecs::ECS_VERSION;
+    use crate::output::{render, AlertSource, Change};
+    use crate::timestamp::Timestamp;
 
     const TENANT_ID: &str = "11111111-1111-1111-1111-111111111111";
+    /// The record id of EXAMPLE for TENANT_ID. Pinned: a key that changed
+    /// between releases would duplicate every alert downstream.
+    const EXAMPLE_KEY: &str = "0b952a174ede30271b8a9c2f211df597";
 
     /// The example alert of API-NOTES.md, as the API pretty-prints it there.
     const EXAMPLE: &str = r#"{
@@ -575,6 +335,7 @@ mod tests {
         let rec = Record {
             timestamp: Timestamp::parse("2026-11-26T20:00:00.1234567Z").unwrap(),
             change,
+            source: AlertSource::Mde,
             tenant_name: name,
             tenant_id: TENANT_ID,
             alert,
@@ -601,7 +362,7 @@ mod tests {
         assert_eq!(
             s,
             "{\"@timestamp\":\"2026-11-26T20:00:00.123Z\",\"type\":\"mde.alert\",\"change\":\"new\",\
-             \"tenant\":{\"name\":\"contoso\",\"id\":\"11111111-1111-1111-1111-111111111111\"},\
+             \"record_id\":\"351b21c8f02706bfd589594259ea932a\",\"tenant\":{\"name\":\"contoso\",\"id\":\"11111111-1111-1111-1111-111111111111\"},\
              \"alert\":{\"id\":\"da63\",\"lastUpdateTime\":\"2021-01-26T20:33:59.2Z\",\"incidentId\":1126093,\"x\":1.50}}\n"
         );
         let s = line(OutputFormat::Raw, Change::Update, "contoso", &alert);
@@ -658,7 +419,9 @@ mod tests {
     fn ecs_maps_the_example_alert() {
         let alert = raw_value(EXAMPLE);
         let v = parsed(&line(OutputFormat::Ecs, Change::Update, "contoso", &alert));
-        assert_eq!(v["@timestamp"], "2026-11-26T20:00:00.123Z");
+        // The alert version's time; the emission time is event.ingested.
+        assert_eq!(v["@timestamp"], "2021-01-26T20:33:59.2Z");
+        assert_eq!(v["event"]["ingested"], "2026-11-26T20:00:00.123Z");
         assert_eq!(v["ecs"]["version"], ECS_VERSION);
         assert_eq!(
             v["message"],
@@ -666,14 +429,18 @@ mod tests {
         );
         let e = &v["event"];
         assert_eq!(e["kind"], "alert");
-        assert_eq!(e["category"], serde_json::json!(["intrusion_detection"]));
+        assert_eq!(
+            e["category"],
+            serde_json::json!(["intrusion_detection", "host", "process"])
+        );
         assert_eq!(e["action"], "update");
         assert_eq!(e["id"], "da637472900382838869_1364969609");
         assert_eq!(e["created"], "2021-01-26T20:33:57.7220239Z");
         assert_eq!(e["start"], "2021-01-26T20:31:32.9562661Z");
         assert_eq!(e["end"], "2021-01-26T20:31:33.0577322Z");
         assert_eq!(e["severity"], 2);
-        assert_eq!(e["provider"], "WindowsDefenderAtp");
+        assert_eq!(e["provider"], "defender_endpoint");
+        assert_eq!(v["observer"]["name"], "WindowsDefenderAtp");
         assert!(e.get("outcome").is_none());
         assert_eq!(
             v["rule"]["name"],
@@ -703,6 +470,10 @@ mod tests {
         assert_eq!(v["organization"]["name"], "contoso");
         assert_eq!(v["mde"]["alert"], parsed(EXAMPLE));
         assert_eq!(v["mde"]["change"], "update");
+        assert_eq!(v["mde"]["source"], "mde");
+        assert_eq!(v["mde"]["record_id"], EXAMPLE_KEY);
+        assert_eq!(v["process"]["name"], "rundll32.exe");
+        assert_eq!(v["file"]["path"], "C:\\Windows\\SysWOW64\\rundll32.exe");
     }
 
     #[test]
@@ -733,7 +504,8 @@ mod tests {
         assert_eq!(v["category_uid"], 2);
         assert_eq!(v["activity_id"], 1);
         assert_eq!(v["type_uid"], 200401);
-        assert_eq!(v["time"], 1_795_723_200_123i64);
+        assert_eq!(v["time"], 1_611_693_239_200i64, "the version's time");
+        assert_eq!(v["metadata"]["processed_time"], 1_795_723_200_123i64);
         assert_eq!(v["severity_id"], 2);
         assert_eq!(v["severity"], "Low");
         assert_eq!(v["status_id"], 1);
@@ -756,10 +528,8 @@ mod tests {
         assert_eq!(m["version"], "1.1.0");
         assert_eq!(m["product"]["name"], "Microsoft Defender for Endpoint");
         assert_eq!(m["product"]["vendor_name"], "Microsoft");
-        assert_eq!(
-            m["uid"],
-            "da637472900382838869_1364969609@2021-01-26T20:33:59.2Z"
-        );
+        assert_eq!(m["uid"], EXAMPLE_KEY);
+        assert_eq!(m["profiles"], serde_json::json!(["host"]));
         assert_eq!(m["tenant_uid"], TENANT_ID);
         assert_eq!(
             v["device"]["hostname"],
@@ -770,7 +540,14 @@ mod tests {
             "111e6dd8c833c8a052ea231ec1b19adaf497b625"
         );
         assert_eq!(v["device"]["type_id"], 0);
-        assert_eq!(v["attacks"][2]["technique"]["uid"], "T1220");
+        assert_eq!(f["attacks"][2]["technique"]["uid"], "T1220");
+        assert!(
+            v.get("attacks").is_none(),
+            "top-level attacks need security_control"
+        );
+        assert_eq!(v["actor"]["user"]["name"], "temp123");
+        // Without a processId it cannot be an OCSF process: kept as data.
+        assert_eq!(v["evidences"][0]["data"]["fileName"], "rundll32.exe");
         assert_eq!(v["unmapped"]["alert"], parsed(EXAMPLE));
         assert_eq!(v["unmapped"]["tenant"]["name"], "contoso");
 
@@ -859,6 +636,6 @@ mod tests {
         let v = parsed(&line(OutputFormat::Ocsf, Change::New, "contoso", &alert));
         assert_eq!(v["severity_id"], 0);
         let v = parsed(&line(OutputFormat::Ecs, Change::New, "contoso", &alert));
-        assert!(v["event"].get("severity").is_none());
+        assert_eq!(v["event"]["severity"], 0);
     }
 }

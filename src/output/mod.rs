@@ -9,9 +9,12 @@
 //! The output never sees tokens or the database: `poll` hands it records and
 //! records as emitted only what [`PageWriter::finish`] returned `Ok` for.
 
+mod ecs;
 mod emitter;
 mod formats;
+mod ocsf;
 mod sink;
+mod view;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -19,7 +22,7 @@ use serde_json::value::RawValue;
 use crate::config::OutputFormat;
 use crate::timestamp::Timestamp;
 
-pub use emitter::{Emitter, PageWriteError, PageWriter};
+pub use emitter::{Emitter, PageWriter};
 pub use sink::Sink;
 
 /// Why this version of the alert is emitted.
@@ -41,12 +44,42 @@ impl Change {
     }
 }
 
+/// Which API an alert came from: it decides how the alert object is read
+/// and the record's `type` (`mde.alert` / `graph.alert`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlertSource {
+    /// `GET {api}/api/alerts` (Defender for Endpoint).
+    #[default]
+    Mde,
+    /// `GET {graph}/v1.0/security/alerts_v2` (Microsoft Graph security API).
+    Graph,
+}
+
+impl AlertSource {
+    /// The record `type` of raw lines and the `event.dataset` of ECS.
+    pub fn record_type(self) -> &'static str {
+        match self {
+            AlertSource::Mde => "mde.alert",
+            AlertSource::Graph => "graph.alert",
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSource::Mde => "mde",
+            AlertSource::Graph => "graph",
+        }
+    }
+}
+
 /// One alert version to emit.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
-    /// When it is emitted (the line's `@timestamp`), not an alert time.
+    /// When it is emitted (raw `@timestamp`, ECS `event.ingested`, OCSF
+    /// `metadata.processed_time`), not an alert time.
     pub timestamp: Timestamp,
     pub change: Change,
+    pub source: AlertSource,
     /// The config name of the tenant whose token fetched the alert.
     pub tenant_name: &'a str,
     pub tenant_id: &'a str,
@@ -56,29 +89,30 @@ pub struct Record<'a> {
 
 /// Appends `rec` in `format` to `buf` as exactly one line ending in `\n`.
 ///
-/// On error `buf` is left as it was, so a batch only ever holds whole lines.
+/// It cannot fail: whatever the alert holds (lone surrogate escapes, nesting
+/// deeper than a parser's limit, huge strings), a line is written, with what
+/// cannot be mapped left out of the mapped fields and, as a last resort, the
+/// alert in the raw envelope. A page is never held up by one odd alert.
 pub fn render(
     buf: &mut Vec<u8>,
     format: OutputFormat,
     rec: &Record,
-) -> Result<(), serde_json::Error> {
+) -> Result<(), std::convert::Infallible> {
     let start = buf.len();
-    let result = match format {
+    let mapped = match format {
         OutputFormat::Raw => {
             formats::raw(buf, rec);
             Ok(())
         }
-        OutputFormat::Ecs => formats::ecs(buf, rec),
-        OutputFormat::Ocsf => formats::ocsf(buf, rec),
+        OutputFormat::Ecs => ecs::render(buf, rec),
+        OutputFormat::Ocsf => ocsf::render(buf, rec),
     };
-    match result {
-        Ok(()) => {
-            buf.push(b'\n');
-            Ok(())
-        }
-        Err(e) => {
-            buf.truncate(start);
-            Err(e)
-        }
+    if mapped.is_err() {
+        // Serialising values we built ourselves does not fail; should it
+        // ever, the raw envelope still carries the alert.
+        buf.truncate(start);
+        formats::raw(buf, rec);
     }
+    buf.push(b'\n');
+    Ok(())
 }

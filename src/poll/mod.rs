@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AlertsApi, ApiError, PageBody, Query};
 use crate::backoff::Backoff;
 use crate::config::PollSettings;
-use crate::output::{PageWriteError, Record};
+use crate::output::{AlertSource, Record};
 use crate::store::{Cursor, EmittedVersion, PollOutcome, Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -414,14 +414,9 @@ enum PageError {
     Output(std::io::Error),
 }
 
-impl From<PageWriteError> for PageError {
-    fn from(e: PageWriteError) -> Self {
-        match e {
-            PageWriteError::Render(e) => {
-                PageError::Malformed(format!("an alert could not be rendered: {e}"))
-            }
-            PageWriteError::Io(e) => PageError::Output(e),
-        }
+impl From<std::io::Error> for PageError {
+    fn from(e: std::io::Error) -> Self {
+        PageError::Output(e)
     }
 }
 
@@ -527,6 +522,7 @@ fn handle_page(
         let record = Record {
             timestamp: now,
             change,
+            source: AlertSource::Mde,
             tenant_name: &ctx.tenant_name,
             tenant_id: &ctx.tenant_id,
             alert: p.raw,
