@@ -27,6 +27,7 @@ pub struct Settings {
     pub output: OutputSettings,
     pub log: LogSettings,
     pub http: HttpSettings,
+    pub metrics: MetricsSettings,
     /// Every tenant, enabled or not, sorted by name.
     pub tenants: Vec<TenantSettings>,
     /// Things an operator should know that are not errors (inline secret,
@@ -93,6 +94,12 @@ pub struct HttpSettings {
     /// `MdePartner-{partner}-MdePoller/{version}` when `[app] partner` is set,
     /// else `mde-poller/{version}`.
     pub user_agent: String,
+}
+
+/// `[metrics]`: the Prometheus endpoint, off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// How a tenant proves the partner app's identity.
@@ -273,6 +280,8 @@ struct RawConfig {
     output: RawOutput,
     /// The daemon's own diagnostics on stderr.
     log: RawLog,
+    /// The Prometheus endpoint (`/metrics`, `/healthz`); off unless set.
+    metrics: RawMetrics,
     /// One table per customer tenant; the key is the tenant's name.
     tenants: BTreeMap<String, RawTenant>,
 }
@@ -288,6 +297,7 @@ impl Default for RawConfig {
             store: RawStore::default(),
             output: RawOutput::default(),
             log: RawLog::default(),
+            metrics: RawMetrics::default(),
             tenants: BTreeMap::new(),
         }
     }
@@ -506,6 +516,20 @@ impl Default for RawLog {
             format: "json".into(),
         }
     }
+}
+
+/// `[metrics]`: Prometheus metrics and a health check over HTTP.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawMetrics {
+    /// `"127.0.0.1:9464"` serves `/metrics` and `/healthz` there; unset, no
+    /// port is opened. Name another address than loopback only when
+    /// Prometheus must reach it from elsewhere: nothing asks who scrapes.
+    #[serde(
+        deserialize_with = "opt_scalar",
+        skip_serializing_if = "Option::is_none"
+    )]
+    listen: Option<String>,
 }
 
 /// `[tenants.NAME]`: one customer tenant. NAME is lower case letters,
@@ -965,6 +989,7 @@ impl Checker<'_> {
         let output = self.output(&raw.output);
         let log = self.log(&raw.log);
         let http = self.http(&raw.http, &raw.app);
+        let metrics = self.metrics(&raw.metrics);
         let tenants = self.tenants(&raw);
         if raw.tenants.is_empty() {
             self.warnings
@@ -977,9 +1002,26 @@ impl Checker<'_> {
             output: output?,
             log: log?,
             http: http?,
+            metrics: metrics?,
             tenants: tenants?,
             warnings: Vec::new(),
         })
+    }
+
+    fn metrics(&mut self, raw: &RawMetrics) -> Option<MetricsSettings> {
+        let Some(text) = &raw.listen else {
+            return Some(MetricsSettings::default());
+        };
+        match text.trim().parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(MetricsSettings { listen: Some(addr) }),
+            Err(_) => {
+                self.problem(
+                    "metrics.listen",
+                    format!("{text:?} is not an address and port; write e.g. \"127.0.0.1:9464\" (or \"[::1]:9464\"), or remove the key to serve no metrics"),
+                );
+                None
+            }
+        }
     }
 
     fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {

@@ -224,6 +224,7 @@ pub async fn poll_tenant(
         ended: Timestamp::now(),
         seen: report.seen,
         emitted: report.emitted,
+        requests: report.requests,
         error: result.as_ref().err().map(|e| e.to_string()),
         cursor: if result.is_ok() { moved } else { None },
     };
@@ -633,6 +634,7 @@ fn handle_page(
     buf.clear();
     buf.reserve((WRITE_CHUNK + CHUNK_HEADROOM).min(body.len_bytes() + 4096));
     let format = ctx.env.emitter.format();
+    let mut counted = crate::metrics::Emitted::default();
     for p in &parsed {
         let at = p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0);
         let previous = emitted_here.get(p.id.as_ref()).copied().or_else(|| {
@@ -662,6 +664,7 @@ fn handle_page(
             buf.clear();
         }
         emitted_here.insert(p.id.as_ref(), (at, p.hash));
+        counted.add(change);
         versions.push(EmittedVersion {
             alert_id: p.id.to_string(),
             last_update_text: p
@@ -682,6 +685,7 @@ fn handle_page(
             .record_emitted(&ctx.tenant_id, &versions, now)
             .map_err(PageError::Store)?;
     }
+    counted.commit();
     Ok(PageOutcome::Done {
         count,
         seen: count,
