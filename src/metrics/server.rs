@@ -2,6 +2,13 @@
 //! text format) and `GET /healthz` (200 while the scheduler's heartbeat is
 //! fresh, 503 when it is not: the signal that feeds the systemd watchdog).
 //!
+//! Prometheus asks for OpenMetrics and gets the registry's own encoding.
+//! Anything else (curl, `promtool check metrics`, older scrapers) gets the
+//! Prometheus text format 0.0.4, which prometheus-client cannot write yet
+//! (prometheus/client_rust#51): [`prometheus_text`] renames each counter's
+//! `# HELP`/`# TYPE` to its `_total` samples and drops `# EOF`, the only
+//! differences for the metric types used here.
+//!
 //! hyper's own HTTP/1 server rather than axum: hyper is in every build
 //! already (reqwest's client), axum only with the simulator, and two fixed
 //! routes need no router.
@@ -24,6 +31,9 @@ use super::Metrics;
 /// What OpenMetrics scrapers ask for and Prometheus parses.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The classic Prometheus text format.
+pub const CONTENT_TYPE_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A request that has not sent its head by then is dropped, so an idle or
 /// slow client cannot hold a connection for ever.
@@ -107,11 +117,20 @@ fn answer(req: &Request<Incoming>, metrics: &Metrics, health: &Health) -> Respon
     }
     match req.uri().path() {
         "/metrics" => {
-            let mut r = Response::new(Full::new(Bytes::from(metrics.encode())));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(CONTENT_TYPE_OPENMETRICS),
-            );
+            let openmetrics = req
+                .headers()
+                .get_all(hyper::header::ACCEPT)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| v.contains("application/openmetrics-text"));
+            let (body, content_type) = if openmetrics {
+                (metrics.encode(), CONTENT_TYPE_OPENMETRICS)
+            } else {
+                (prometheus_text(&metrics.encode()), CONTENT_TYPE_PROMETHEUS)
+            };
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
             r
         }
         "/healthz" => match health.check() {
@@ -139,4 +158,45 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+/// The registry's OpenMetrics text as Prometheus text format 0.0.4: a
+/// counter's family is named for its `_total` samples there, and there is
+/// no `# EOF`. Gauges and histograms are written alike in both.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for line in openmetrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let counter = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"));
+        if let Some(name) = counter {
+            let help = format!("# HELP {name} ");
+            if let Some(last) = out.last_mut().filter(|l| l.starts_with(&help)) {
+                *last = format!("# HELP {name}_total {}", &last[help.len()..]);
+            }
+            out.push(format!("# TYPE {name}_total counter"));
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_text;
+
+    #[test]
+    fn counters_are_named_for_their_samples_in_the_prometheus_format() {
+        let openmetrics = "# HELP x_polls Polls.\n# TYPE x_polls counter\nx_polls_total{outcome=\"ok\"} 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n# EOF\n";
+        assert_eq!(
+            prometheus_text(openmetrics),
+            "# HELP x_polls_total Polls.\n# TYPE x_polls_total counter\nx_polls_total{outcome=\"ok\"} 3\n# HELP x_up Up.\n# TYPE x_up gauge\nx_up 1\n"
+        );
+    }
 }
