@@ -421,3 +421,50 @@ async fn a_listen_value_that_is_no_address_is_a_config_error_naming_the_key() {
         run.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_shows_failures_the_next_poll_the_budget_left_and_no_audit_yet() {
+    let mut w = World::new().await;
+    let contoso = w.tenant("contoso");
+    w.tenant_with("fabrikam", false, &["Alert.Read.All"]);
+    w.sim.generate_alerts(&contoso, 30, ago(50 * MIN), ago(MIN));
+    let config = w.config("interval = \"5m\"\nfirst_lookback = \"1h\"\npage_size = 10");
+    for _ in 0..2 {
+        assert_eq!(
+            w.once(&config).await.code,
+            Some(1),
+            "fabrikam never consented"
+        );
+    }
+    let run = w.run(&config, &["status", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["tenant"] == name).unwrap().clone();
+    let (c, f) = (row("contoso"), row("fabrikam"));
+    assert_eq!(c["consecutive_failures"], 0);
+    assert_eq!(f["consecutive_failures"], 2, "{f}");
+    assert!(c["lag_seconds"].as_u64().unwrap() < 3600, "{c}");
+    let last = mde_poller::timestamp::Timestamp::parse(c["last_poll"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        c["next_poll"].as_str().unwrap(),
+        last.saturating_add(5 * MIN).to_millis_string()
+    );
+    let calls = w
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.kind == RequestKind::Alerts && r.tenant_id.as_deref() == Some(&contoso))
+        .count() as u64;
+    assert!(calls >= 4, "two polls of 30 alerts in pages of 10: {calls}");
+    assert_eq!(c["budget_left"]["minute"], 100 - calls, "{c}");
+    assert_eq!(c["budget_left"]["hour"], 1500 - calls, "{c}");
+    assert!(c["last_audit"].is_null(), "{c}");
+
+    let table = w.run(&config, &["status"]).await.stdout;
+    let header = table.lines().next().unwrap();
+    for column in ["FAILS", "NEXT POLL", "BUDGET M/H", "AUDIT MISSING"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let fabrikam = table.lines().find(|l| l.starts_with("fabrikam")).unwrap();
+    assert!(fabrikam.contains(" 2 "), "{fabrikam}");
+}
