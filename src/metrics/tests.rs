@@ -148,3 +148,76 @@ fn a_tenant_that_leaves_the_config_takes_its_series_along() {
         Some(0.0)
     );
 }
+
+/// Every sample name the registry exports once each family has a series.
+fn exported_names() -> std::collections::BTreeSet<String> {
+    let m = Metrics::new();
+    m.alerts_emitted(&Emitted { new: 1, update: 1 });
+    m.api_request(SOURCE_MDE, Some(200));
+    m.throttled(SOURCE_MDE);
+    m.token_request("ok");
+    m.poll_succeeded("contoso", Some("2026-11-26T20:00:00Z"), 10);
+    m.set_audit_missing("contoso", 0);
+    m.encode()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l[..l.find(['{', ' ']).unwrap()].to_owned())
+        .collect()
+}
+
+/// The `mde_poller_*` names a text mentions.
+fn names_in(text: &str) -> Vec<String> {
+    text.match_indices("mde_poller_")
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_dashboard_and_the_alert_rules_query_only_metrics_the_daemon_exports() {
+    let exported = exported_names();
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../config/grafana-dashboard.json"))
+            .expect("the dashboard is JSON");
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            queries.push(target["expr"].as_str().expect("an expr").to_owned());
+        }
+    }
+    queries.push(dashboard["templating"]["list"][0]["query"].to_string());
+    let rules = include_str!("../../config/prometheus-rules.yml");
+    for (source, text) in [
+        ("dashboard", queries.join("\n")),
+        ("rules", rules.to_owned()),
+    ] {
+        let names = names_in(&text);
+        assert!(names.len() >= 7, "{source} names only {names:?}");
+        for name in names {
+            assert!(
+                exported.contains(&name),
+                "{source} queries {name}, which the daemon does not export ({exported:?})"
+            );
+        }
+    }
+    // Each topic the operator looks for has a panel.
+    for metric in [
+        "mde_poller_tenants",
+        "mde_poller_alerts_emitted_total",
+        "mde_poller_polls_total",
+        "mde_poller_tenant_cursor_timestamp_seconds",
+        "mde_poller_throttled_total",
+        "mde_poller_audit_missing_versions",
+    ] {
+        assert!(
+            queries
+                .iter()
+                .any(|q| names_in(q).contains(&metric.to_owned())),
+            "no panel on {metric}"
+        );
+    }
+}

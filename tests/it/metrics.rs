@@ -468,3 +468,14 @@ async fn status_shows_failures_the_next_poll_the_budget_left_and_no_audit_yet() 
     let fabrikam = table.lines().find(|l| l.starts_with("fabrikam")).unwrap();
     assert!(fabrikam.contains(" 2 "), "{fabrikam}");
 }
+
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/config/prometheus-rules.yml");
+    if let Some(out) = promtool(&["check", "rules", rules], None) {
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "promtool check rules:\n{said}");
+        assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
+    }
+}
