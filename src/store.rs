@@ -1086,8 +1086,8 @@ mod tests {
             store.finish_poll(p, TENANT, &outcome).unwrap();
         };
         poll(
-            "2026-01-01T10:00:00Z",
-            "2026-01-01T10:00:01Z",
+            "2026-01-01T09:59:00Z",
+            "2026-01-01T09:59:01Z",
             7,
             Some("HTTP 503"),
         );
@@ -1114,7 +1114,7 @@ mod tests {
         assert_eq!(
             s.calls_last_hour,
             30 + 5 + 2,
-            "the 10:00 poll is over an hour ago"
+            "the 09:59 poll is over an hour ago"
         );
         assert_eq!(s.last_audit, None);
 
