@@ -1,23 +1,14 @@
 //! The one HTTP client shared by token requests and API calls: rustls, the
-//! extra CA bundle, the proxy, the partner User-Agent and a per-request timeout.
+//! extra CA bundle (parsed when the config loaded), the proxy, the partner
+//! User-Agent and a per-request timeout.
 
 use std::time::Duration;
 
 use crate::config::HttpSettings;
 
-/// Why the HTTP client could not be built (bad CA bundle or proxy URL).
+/// Why the HTTP client could not be built (a proxy URL reqwest refuses).
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read http.ca_file {path}: {source}")]
-    CaFile {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("http.ca_file {path} holds no usable PEM certificate: {source}")]
-    CaPem {
-        path: String,
-        source: reqwest::Error,
-    },
     #[error("http.proxy {0:?} is not a usable proxy URL")]
     Proxy(String),
     #[error("cannot build the HTTP client: {0}")]
@@ -36,19 +27,8 @@ pub fn client(settings: &HttpSettings, timeout: Duration) -> Result<reqwest::Cli
         // the bearer header; the API never redirects.
         .redirect(reqwest::redirect::Policy::none())
         .use_rustls_tls();
-    if let Some(path) = &settings.ca_file {
-        let pem = std::fs::read(path).map_err(|source| ClientError::CaFile {
-            path: path.display().to_string(),
-            source,
-        })?;
-        let certs =
-            reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::CaPem {
-                path: path.display().to_string(),
-                source,
-            })?;
-        for cert in certs {
-            builder = builder.add_root_certificate(cert);
-        }
+    for cert in settings.ca_bundle.iter().flat_map(|b| &b.certificates) {
+        builder = builder.add_root_certificate(cert.clone());
     }
     if let Some(proxy) = &settings.proxy {
         let proxy =

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: figment layering, validation (exit 78), cloud presets, secrets.
+//! - [`config`]: figment layering, validation (exit 78), cloud presets, secrets;
+//!   certificates and the CA bundle parsed once, at load.
 //! - [`auth`]: one client-credentials token per tenant (secret or certificate),
 //!   cached and single-flight; AADSTS errors with operator hints; claim decoding.
 //! - [`api`]: the alerts API: OData filter text, time-windowed paging, error

@@ -407,14 +407,14 @@ fn fingerprint(t: &TenantSettings, http: &HttpSettings) -> u64 {
             "secret:{:x}",
             xxhash_rust::xxh3::xxh3_64(s.expose_secret().as_bytes())
         ),
-        Credential::Certificate { path, legacy_rs256 } => {
-            let contents = std::fs::read(path).unwrap_or_default();
-            format!(
-                "cert:{}:{legacy_rs256}:{:x}",
-                path.display(),
-                xxhash_rust::xxh3::xxh3_64(&contents)
-            )
-        }
+        // Loaded with the config (off the runtime thread): a replaced file
+        // shows as a new thumbprint, and nothing is read here.
+        Credential::Certificate(c) => format!(
+            "cert:{}:{}:{}",
+            c.path().display(),
+            c.algorithm(),
+            c.thumbprint()
+        ),
     };
     // The HTTP settings too: a changed proxy, CA bundle or User-Agent means
     // a new client for the tenant's token source and API.

@@ -7,6 +7,9 @@
 //! - [`errors`]: [`AuthError`], its retry class and the AADSTS table.
 //! - [`assertion`]: the certificate file and the signed client assertion.
 //! - [`claims`]: decoding a token's claims for `check`.
+//!
+//! `auth` knows nothing of the config: [`TokenRequest`] is everything a token
+//! request needs, and `config` builds it (with the certificate already loaded).
 
 pub mod assertion;
 pub mod claims;
@@ -15,7 +18,7 @@ pub mod token;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
@@ -26,16 +29,40 @@ pub use errors::{hint_for, meaning_for, AuthError};
 pub use token::{refresh_margin, AccessToken};
 
 use crate::backoff::Backoff;
-use crate::config::{Credential, TenantSettings};
 use crate::timestamp::Timestamp;
 
 /// Retries of one token request after its first attempt, for transient errors.
 pub const MAX_RETRIES: u32 = 4;
 
-enum Secret {
-    ClientSecret(SecretString),
-    // Boxed: the signing key is large and the secret variant is common.
-    Certificate(Box<ClientCertificate>),
+/// How a tenant proves the partner app's identity.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A client secret, already read from its source.
+    Secret(SecretString),
+    /// A certificate and its key, read and checked once when the config is
+    /// loaded and shared from then on: a token request never reads the file,
+    /// and a reload sees a changed file by its thumbprint.
+    Certificate(Arc<ClientCertificate>),
+}
+
+/// Everything one tenant's token requests need.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// The tenant's name, for logs.
+    pub tenant: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    /// e.g. `https://login.microsoftonline.com` (no trailing slash).
+    pub login_url: String,
+    pub scope: String,
+    pub credential: Credential,
+}
+
+impl TokenRequest {
+    /// `{login}/{tenant}/oauth2/v2.0/token`: also the `aud` of a client assertion.
+    pub fn token_url(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.login_url, self.tenant_id)
+    }
 }
 
 /// The token source of one tenant. `Send + Sync`: share it in an `Arc`.
@@ -48,7 +75,7 @@ pub struct TokenSource {
     scope: String,
     /// `host[:port]` of the token URL, for transport errors.
     host: String,
-    secret: Secret,
+    credential: Credential,
     /// The current token; a plain mutex, never held across an await.
     cached: Mutex<Option<AccessToken>>,
     /// Held across a fetch so concurrent callers wait for one request instead
@@ -61,15 +88,15 @@ pub struct TokenSource {
 }
 
 impl TokenSource {
-    /// Reads the certificate file now, if the tenant uses one, so that a bad
-    /// file fails the start-up (or the reload) rather than every poll.
-    pub fn new(http: reqwest::Client, tenant: &TenantSettings) -> Result<TokenSource, AuthError> {
-        let secret = match &tenant.credential {
-            Credential::Secret(s) => Secret::ClientSecret(s.clone()),
-            Credential::Certificate { path, legacy_rs256 } => {
-                Secret::Certificate(Box::new(ClientCertificate::load(path, *legacy_rs256)?))
-            }
-        };
+    /// Takes a `&TenantSettings` (or a [`TokenRequest`]). Reads no file: a
+    /// certificate was loaded with the config.
+    // Still a `Result` so that callers written before the certificate moved
+    // to config load keep compiling; nothing here fails any more.
+    pub fn new(
+        http: reqwest::Client,
+        tenant: impl Into<TokenRequest>,
+    ) -> Result<TokenSource, AuthError> {
+        let tenant: TokenRequest = tenant.into();
         let token_url = tenant.token_url();
         let host = url::Url::parse(&token_url)
             .ok()
@@ -83,13 +110,13 @@ impl TokenSource {
             .unwrap_or_else(|| tenant.login_url.clone());
         Ok(TokenSource {
             http,
-            name: tenant.name.clone(),
-            tenant_id: tenant.tenant_id.clone(),
-            client_id: tenant.client_id.clone(),
+            name: tenant.tenant,
+            tenant_id: tenant.tenant_id,
+            client_id: tenant.client_id,
             token_url,
-            scope: tenant.token_scope.clone(),
+            scope: tenant.scope,
             host,
-            secret,
+            credential: tenant.credential,
             cached: Mutex::new(None),
             flight: tokio::sync::Mutex::new(None),
             flights_done: AtomicU64::new(0),
@@ -115,9 +142,9 @@ impl TokenSource {
 
     /// The certificate in use, if any (for `check` to show its thumbprint).
     pub fn certificate(&self) -> Option<&ClientCertificate> {
-        match &self.secret {
-            Secret::Certificate(c) => Some(c),
-            Secret::ClientSecret(_) => None,
+        match &self.credential {
+            Credential::Certificate(c) => Some(c),
+            Credential::Secret(_) => None,
         }
     }
 
@@ -215,9 +242,9 @@ impl TokenSource {
             ("client_id", &self.client_id),
             ("scope", &self.scope),
         ];
-        match &self.secret {
-            Secret::ClientSecret(s) => form.push(("client_secret", s.expose_secret())),
-            Secret::Certificate(c) => {
+        match &self.credential {
+            Credential::Secret(s) => form.push(("client_secret", s.expose_secret())),
+            Credential::Certificate(c) => {
                 assertion = c.assertion(&self.client_id, &self.token_url, Timestamp::now())?;
                 form.push(("client_assertion_type", assertion::ASSERTION_TYPE));
                 form.push(("client_assertion", &assertion));
@@ -276,9 +303,9 @@ impl TokenSource {
 /// Names the tenant and the kind of credential, never the secret, key or token.
 impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let credential = match &self.secret {
-            Secret::ClientSecret(_) => "client secret".to_owned(),
-            Secret::Certificate(c) => {
+        let credential = match &self.credential {
+            Credential::Secret(_) => "client secret".to_owned(),
+            Credential::Certificate(c) => {
                 format!("certificate {} ({})", c.path().display(), c.algorithm())
             }
         };

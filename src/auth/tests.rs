@@ -1,7 +1,6 @@
 //! TokenSource against a tiny fake token endpoint on 127.0.0.1:0 that records
 //! every form it receives and answers from a script.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,17 +101,20 @@ fn scripted(script: Vec<Reply>) -> Fake {
     }
 }
 
-fn tenant(login_url: &str, credential: Credential) -> TenantSettings {
-    TenantSettings {
-        name: "contoso".into(),
+fn tenant(login_url: &str, credential: Credential) -> TokenRequest {
+    TokenRequest {
+        tenant: "contoso".into(),
         tenant_id: TENANT_ID.into(),
-        enabled: true,
         client_id: CLIENT_ID.into(),
-        credential,
         login_url: login_url.into(),
-        api_url: "http://127.0.0.1:1".into(),
-        token_scope: SCOPE.into(),
+        scope: SCOPE.into(),
+        credential,
     }
+}
+
+/// A certificate credential as the config builds it: loaded once, shared.
+fn certificate(path: &std::path::Path) -> Credential {
+    Credential::Certificate(Arc::new(ClientCertificate::load(path, false).unwrap()))
 }
 
 fn secret() -> Credential {
@@ -122,7 +124,7 @@ fn secret() -> Credential {
 /// No client timeout: under paused time it would fire while the runtime
 /// merely waits for the loopback socket.
 fn source(login_url: &str, credential: Credential) -> TokenSource {
-    TokenSource::new(reqwest::Client::new(), &tenant(login_url, credential)).unwrap()
+    TokenSource::new(reqwest::Client::new(), tenant(login_url, credential)).unwrap()
 }
 
 const CONSENT_MISSING: &str = r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application with identifier 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee' was not found in the directory 'Contoso'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.\r\nTrace ID: 0\r\nCorrelation ID: 1\r\nTimestamp: 2026-11-26 10:00:00Z","error_codes":[700016],"timestamp":"2026-11-26 10:00:00Z","trace_id":"0","correlation_id":"1"}"#;
@@ -338,13 +340,7 @@ async fn secret_request_sends_exactly_the_client_credentials_form() {
 async fn certificate_request_sends_a_verifiable_assertion_and_no_secret() {
     let cert = test_cert();
     let (fake, login) = start(scripted(vec![Reply::Token(3600.into())])).await;
-    let src = source(
-        &login,
-        Credential::Certificate {
-            path: cert.pkcs8.clone(),
-            legacy_rs256: false,
-        },
-    );
+    let src = source(&login, certificate(&cert.pkcs8));
     src.token().await.unwrap();
     src.fetch_fresh().await.unwrap();
     let form = fake.form(0);
@@ -388,26 +384,26 @@ async fn certificate_request_sends_a_verifiable_assertion_and_no_secret() {
     assert_ne!(claims["jti"], claims2["jti"]);
 }
 
-#[tokio::test]
-async fn a_bad_certificate_file_fails_at_construction_naming_the_path() {
-    let path = PathBuf::from("/nonexistent/mde-poller/contoso.pem");
-    let e = TokenSource::new(
-        reqwest::Client::new(),
-        &tenant(
-            "http://127.0.0.1:1",
-            Credential::Certificate {
-                path,
-                legacy_rs256: false,
-            },
-        ),
-    )
-    .unwrap_err();
-    assert!(matches!(e, AuthError::Credential(_)));
-    assert!(
-        e.to_string()
-            .contains("/nonexistent/mde-poller/contoso.pem"),
-        "{e}"
-    );
+/// The certificate is read when the config loads, never by a token request:
+/// a file removed (or half-rewritten) afterwards changes nothing until the
+/// next reload parses it again.
+#[tokio::test(start_paused = true)]
+async fn a_loaded_certificate_signs_without_its_file() {
+    let cert = test_cert();
+    let (fake, login) = start(scripted(vec![Reply::Token(3600.into())])).await;
+    let credential = certificate(&cert.pkcs8);
+    std::fs::remove_file(&cert.pkcs8).unwrap();
+    let src = source(&login, credential);
+    src.token().await.unwrap();
+    src.fetch_fresh().await.unwrap();
+    assert_eq!(fake.count(), 2);
+    let form = fake.form(1);
+    let assertion = &form
+        .iter()
+        .find(|(k, _)| k == "client_assertion")
+        .unwrap()
+        .1;
+    verify_assertion(assertion, &cert.cert_der);
 }
 
 #[tokio::test(start_paused = true)]
@@ -441,13 +437,7 @@ async fn nothing_secret_is_ever_formatted() {
     .await;
 
     let with_secret = source(&login_ok, secret());
-    let with_cert = source(
-        &login_ok,
-        Credential::Certificate {
-            path: cert.pkcs8.clone(),
-            legacy_rs256: false,
-        },
-    );
+    let with_cert = source(&login_ok, certificate(&cert.pkcs8));
     let token = with_secret.token().await.unwrap();
     with_cert.token().await.unwrap();
     let errors = vec![

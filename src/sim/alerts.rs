@@ -6,14 +6,15 @@
 //! 100,000 must cost a scan and a copy, never a serialisation.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::odata::Filter;
+use super::graph::{self, ServiceSource};
+use super::odata::{Fields, Filter};
 use crate::timestamp::{Timestamp, TICKS_PER_SECOND};
 
 pub(crate) const ODATA_CONTEXT: &str =
@@ -26,10 +27,14 @@ pub enum AlertError {
     NoId,
     #[error("alert {0}: \"lastUpdateTime\" is missing or not an ISO 8601 UTC timestamp")]
     BadLastUpdateTime(String),
+    #[error("alert {0}: \"lastUpdateDateTime\" is missing or not an ISO 8601 UTC timestamp")]
+    BadLastUpdateDateTime(String),
 }
 
-/// One alert as stored: its rendered JSON split around `evidence`, so that a
-/// response can include or leave out the evidence without re-rendering.
+/// One alert as stored. An MDE alert keeps its rendered MDE JSON split around
+/// `evidence`, so that a response can include or leave out the evidence
+/// without re-rendering, and gets its Graph form rendered on the first Graph
+/// read of that version; an alert only Graph has has no MDE form.
 #[derive(Clone)]
 struct Stored {
     id: Arc<str>,
@@ -37,6 +42,14 @@ struct Stored {
     last_update: Timestamp,
     last_update_text: Arc<str>,
     created: Timestamp,
+    /// Graph's `serviceSource` (`microsoftDefenderForEndpoint` for MDE alerts).
+    service_source: Arc<str>,
+    mde: Option<MdeForm>,
+    graph: OnceLock<Arc<graph::Rendered>>,
+}
+
+#[derive(Clone)]
+struct MdeForm {
     /// The object without `evidence` and without its closing brace, ending in
     /// `{` or `,`, so `head + "\"evidence\":" + evidence + "}"` is the alert.
     head: Arc<str>,
@@ -118,23 +131,91 @@ impl Stored {
             last_update,
             last_update_text,
             created,
-            head: head.into(),
-            evidence: evidence.into(),
-            generated,
+            service_source: ServiceSource::DefenderForEndpoint.as_str().into(),
+            mde: Some(MdeForm {
+                head: head.into(),
+                evidence: evidence.into(),
+                generated,
+            }),
+            graph: OnceLock::new(),
         }
     }
 
-    fn full_json(&self) -> String {
-        let mut s = String::with_capacity(self.head.len() + self.evidence.len() + 16);
+    /// An alert only Graph has, from its Graph-form object.
+    fn from_graph_value(v: &Value) -> Result<Stored, AlertError> {
+        let id: Arc<str> = v
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or(AlertError::NoId)?
+            .into();
+        let lut_text: Arc<str> = v
+            .get("lastUpdateDateTime")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AlertError::BadLastUpdateDateTime(id.to_string()))?
+            .into();
+        let last_update = Timestamp::parse(&lut_text)
+            .map_err(|_| AlertError::BadLastUpdateDateTime(id.to_string()))?;
+        let created = v
+            .get("createdDateTime")
+            .and_then(Value::as_str)
+            .and_then(|s| Timestamp::parse(s).ok())
+            .unwrap_or(last_update);
+        let service_source = v
+            .get("serviceSource")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .into();
+        let graph = OnceLock::new();
+        let _ = graph.set(Arc::new(graph::Rendered::new(v)));
+        Ok(Stored {
+            id_hash: xxhash_rust::xxh3::xxh3_64(id.as_bytes()),
+            id,
+            last_update,
+            last_update_text: lut_text,
+            created,
+            service_source,
+            mde: None,
+            graph,
+        })
+    }
+
+    fn graph_only(&self) -> bool {
+        self.mde.is_none()
+    }
+
+    /// The MDE form with evidence; `None` for an alert only Graph has.
+    fn full_json(&self) -> Option<String> {
+        let m = self.mde.as_ref()?;
+        let mut s = String::with_capacity(m.head.len() + m.evidence.len() + 16);
         self.write(&mut s, true);
-        s
+        Some(s)
     }
 
     fn write(&self, out: &mut String, expand: bool) {
-        out.push_str(&self.head);
+        let Some(m) = &self.mde else { return };
+        out.push_str(&m.head);
         out.push_str("\"evidence\":");
-        out.push_str(if expand { &self.evidence } else { "[]" });
+        out.push_str(if expand { &m.evidence } else { "[]" });
         out.push('}');
+    }
+
+    /// The Graph form of this version, rendered on first use.
+    fn graph(&self) -> &graph::Rendered {
+        self.graph.get_or_init(|| {
+            let mde: Value = self
+                .full_json()
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or(Value::Null);
+            Arc::new(graph::Rendered::new(&graph::from_mde(&mde)))
+        })
+    }
+
+    fn fields(&self) -> Fields<'_> {
+        Fields {
+            last_update: self.last_update,
+            created: self.created,
+            service_source: &self.service_source,
+        }
     }
 }
 
@@ -143,11 +224,12 @@ impl Stored {
 pub(crate) struct AlertSet {
     alerts: Vec<Stored>,
     index: HashMap<Arc<str>, usize>,
-    /// Bumped on every change: the response order is a function of it, so an
-    /// unchanged set answers an identical request identically (and `$skip`
+    /// Bumped on every change: the MDE response order is a function of it, so
+    /// an unchanged set answers an identical request identically (and `$skip`
     /// pages over one instant work) while any change reshuffles.
     generation: u64,
-    versions: Vec<(String, String)>,
+    /// (id, update time as written, only Graph has it)
+    versions: Vec<(String, String, bool)>,
 }
 
 /// What a `GET /api/alerts` asks for.
@@ -159,6 +241,28 @@ pub(crate) struct Query<'a> {
     pub seed: u64,
 }
 
+/// What a `GET /v1.0/security/alerts_v2` asks for, `top` already clamped.
+pub(crate) struct GraphQuery<'a> {
+    pub filter: Option<&'a Filter>,
+    pub top: usize,
+    pub skip: usize,
+    /// `Prefer: include-unknown-enum-members` was sent.
+    pub include_unknown: bool,
+    /// `$count=true`.
+    pub count: bool,
+    /// Where more is to come: the nextLink for `$skip = skip + top` is this
+    /// prefix followed by that number.
+    pub next_link_prefix: &'a str,
+    pub next_link_suffix: &'a str,
+}
+
+/// A page as served.
+pub(crate) struct Page {
+    pub body: String,
+    pub served: usize,
+    pub has_next: bool,
+}
+
 impl AlertSet {
     pub(crate) fn len(&self) -> usize {
         self.alerts.len()
@@ -166,8 +270,11 @@ impl AlertSet {
 
     fn put(&mut self, s: Stored) {
         self.generation += 1;
-        self.versions
-            .push((s.id.to_string(), s.last_update_text.to_string()));
+        self.versions.push((
+            s.id.to_string(),
+            s.last_update_text.to_string(),
+            s.graph_only(),
+        ));
         match self.index.get(&s.id) {
             Some(&i) => self.alerts[i] = s,
             None => {
@@ -184,6 +291,38 @@ impl AlertSet {
         Ok(id)
     }
 
+    pub(crate) fn insert_graph_value(&mut self, v: &Value) -> Result<String, AlertError> {
+        let s = Stored::from_graph_value(v)?;
+        let id = s.id.to_string();
+        self.put(s);
+        Ok(id)
+    }
+
+    fn fresh_id(&self, rng: &mut impl Rng, prefix: &str) -> String {
+        loop {
+            let id = format!(
+                "{prefix}{:018}_{:010}",
+                rng.gen_range(0..1_000_000_000_000_000_000u64),
+                rng.gen_range(0..10_000_000_000u64)
+            );
+            if !self.index.contains_key(id.as_str()) {
+                break id;
+            }
+        }
+    }
+
+    /// `at` truncated to a random 1–7 fractional digits (never below `floor`).
+    fn stamp(rng: &mut impl Rng, at: Timestamp, floor: Timestamp) -> Timestamp {
+        let digits = rng.gen_range(1..=7u32);
+        let unit = 10i64.pow(7 - digits);
+        let lut = Timestamp::from_ticks(at.ticks() - at.ticks().rem_euclid(unit));
+        if lut < floor {
+            at
+        } else {
+            lut
+        }
+    }
+
     /// A new generated alert whose `lastUpdateTime` is `at`, truncated to a
     /// random 1–7 fractional digits (never below `floor`).
     pub(crate) fn generate_one(
@@ -193,24 +332,31 @@ impl AlertSet {
         at: Timestamp,
         floor: Timestamp,
     ) -> String {
-        let id = loop {
-            let id = format!(
-                "da{:018}_{:010}",
-                rng.gen_range(0..1_000_000_000_000_000_000u64),
-                rng.gen_range(0..10_000_000_000u64)
-            );
-            if !self.index.contains_key(id.as_str()) {
-                break id;
-            }
-        };
-        let digits = rng.gen_range(1..=7u32);
-        let unit = 10i64.pow(7 - digits);
-        let mut lut = Timestamp::from_ticks(at.ticks() - at.ticks().rem_euclid(unit));
-        if lut < floor {
-            lut = at;
-        }
+        let id = self.fresh_id(rng, "da");
+        let lut = Self::stamp(rng, at, floor);
         let a = GenAlert::random(rng, id.clone(), tenant_id, lut);
         self.put(Stored::from_generated(&a));
+        id
+    }
+
+    /// A new alert of `source`: an MDE one (visible through both APIs) for
+    /// Defender for Endpoint, else one only Graph has.
+    pub(crate) fn generate_source(
+        &mut self,
+        rng: &mut impl Rng,
+        tenant_id: &str,
+        source: ServiceSource,
+        at: Timestamp,
+        floor: Timestamp,
+    ) -> String {
+        if source == ServiceSource::DefenderForEndpoint {
+            return self.generate_one(rng, tenant_id, at, floor);
+        }
+        let id = self.fresh_id(rng, graph::id_prefix(source));
+        let lut = Self::stamp(rng, at, floor);
+        let v = graph::generate(rng, &id, tenant_id, source, lut, &format_trimmed(lut));
+        let s = Stored::from_graph_value(&v).expect("a generated Graph alert has id and time");
+        self.put(s);
         id
     }
 
@@ -237,8 +383,16 @@ impl AlertSet {
             ),
             created_time: at_text.clone(),
         };
-        let json = old.full_json();
-        let s = if old.generated {
+        let Some(json) = old.full_json() else {
+            let mut v: Value =
+                serde_json::from_str(&old.graph().full).expect("a stored alert parses back");
+            graph::update(&mut v, &at_text, &comment.created_by, &comment.comment);
+            let s = Stored::from_graph_value(&v).expect("an updated alert keeps its id and time");
+            self.put(s);
+            return true;
+        };
+        let generated = old.mde.as_ref().is_some_and(|m| m.generated);
+        let s = if generated {
             let mut a: GenAlert =
                 serde_json::from_str(&json).expect("a generated alert parses back");
             let (status, resolved) = next_status(&a.status);
@@ -287,27 +441,57 @@ impl AlertSet {
             .map(|s| (s.id.to_string(), s.last_update))
     }
 
+    /// The versions `/api/alerts` could ever serve (no Graph-only ones).
     pub(crate) fn versions(&self) -> Vec<(String, String)> {
-        self.versions.clone()
+        self.versions
+            .iter()
+            .filter(|v| !v.2)
+            .map(|(id, t, _)| (id.clone(), t.clone()))
+            .collect()
+    }
+
+    /// The versions alerts_v2 could ever serve (every one).
+    pub(crate) fn graph_versions(&self) -> Vec<(String, String)> {
+        self.versions
+            .iter()
+            .map(|(id, t, _)| (id.clone(), t.clone()))
+            .collect()
     }
 
     pub(crate) fn current(&self) -> Vec<Value> {
         self.alerts
             .iter()
-            .map(|s| serde_json::from_str(&s.full_json()).expect("stored alerts are JSON"))
+            .filter_map(Stored::full_json)
+            .map(|j| serde_json::from_str(&j).expect("stored alerts are JSON"))
             .collect()
     }
 
-    /// The response body: matches in an order that is a hash of the id and of
-    /// the set's generation, then `$skip`, then `$top`.
-    /// The response body of a query, and how many alerts matched its filter.
+    pub(crate) fn graph_current(&self) -> Vec<Value> {
+        self.alerts
+            .iter()
+            .map(|s| serde_json::from_str(&s.graph().full).expect("stored alerts are JSON"))
+            .collect()
+    }
+
+    /// Renders every Graph form now, so that the first Graph read of a large
+    /// set costs a copy, not a conversion (benchmarks call it before timing).
+    pub(crate) fn render_graph(&self) {
+        for s in &self.alerts {
+            s.graph();
+        }
+    }
+
+    /// The response body of a query, and how many alerts matched its filter:
+    /// matches in an order that is a hash of the id and of the set's
+    /// generation, then `$skip`, then `$top`. Alerts only Graph has are not
+    /// served here.
     pub(crate) fn query(&self, q: &Query<'_>) -> (String, usize) {
         let seed = q.seed ^ self.generation.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut hits: Vec<(u64, u32)> = self
             .alerts
             .iter()
             .enumerate()
-            .filter(|(_, s)| q.filter.is_none_or(|f| f.matches(s.last_update, s.created)))
+            .filter(|(_, s)| !s.graph_only() && q.filter.is_none_or(|f| f.matches(&s.fields())))
             .map(|(i, s)| (mix(s.id_hash ^ seed), i as u32))
             .collect();
         let matched = hits.len();
@@ -323,7 +507,9 @@ impl AlertSet {
             .iter()
             .map(|&(_, i)| {
                 let s = &self.alerts[i as usize];
-                s.head.len() + 16 + if q.expand { s.evidence.len() } else { 2 }
+                s.mde.as_ref().map_or(0, |m| {
+                    m.head.len() + 16 + if q.expand { m.evidence.len() } else { 2 }
+                })
             })
             .sum();
         let mut out = String::with_capacity(size + 128);
@@ -338,6 +524,71 @@ impl AlertSet {
         }
         out.push_str("]}");
         (out, matched)
+    }
+
+    /// The alerts_v2 page: every alert (MDE and Graph-only) that matches,
+    /// most recently updated first as Microsoft documents ("the most recent
+    /// alerts are displayed at the top"), ties by id hash, then `$skip` and
+    /// `$top` over that live order: an alert updated between two pages moves
+    /// to the top, so offset paging skips or repeats, as on the real service.
+    pub(crate) fn graph_query(&self, q: &GraphQuery<'_>) -> Page {
+        let mut hits: Vec<(std::cmp::Reverse<i64>, u64, u32)> = self
+            .alerts
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| q.filter.is_none_or(|f| f.matches(&s.fields())))
+            .map(|(i, s)| {
+                (
+                    std::cmp::Reverse(s.last_update.ticks()),
+                    s.id_hash,
+                    i as u32,
+                )
+            })
+            .collect();
+        let matched = hits.len();
+        let end = q.skip.saturating_add(q.top).min(hits.len());
+        let start = q.skip.min(end);
+        if end < hits.len() {
+            hits.select_nth_unstable(end);
+            hits.truncate(end);
+        }
+        hits.sort_unstable();
+        let page = &hits[start..end];
+        let has_next = q.top > 0 && end < matched;
+        let texts: Vec<&str> = page
+            .iter()
+            .map(|&(_, _, i)| self.alerts[i as usize].graph().text(q.include_unknown))
+            .collect();
+        let size: usize = texts.iter().map(|t| t.len() + 1).sum();
+        let mut out = String::with_capacity(size + 256);
+        out.push_str("{\"@odata.context\":\"");
+        out.push_str(graph::ODATA_CONTEXT);
+        out.push('"');
+        if q.count {
+            out.push_str(&format!(",\"@odata.count\":{matched}"));
+        }
+        if has_next {
+            // Graph writes the link before `value`; a client must not
+            // assume it comes last.
+            out.push_str(",\"@odata.nextLink\":\"");
+            out.push_str(q.next_link_prefix);
+            out.push_str(&end.to_string());
+            out.push_str(q.next_link_suffix);
+            out.push('"');
+        }
+        out.push_str(",\"value\":[");
+        for (n, t) in texts.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            out.push_str(t);
+        }
+        out.push_str("]}");
+        Page {
+            body: out,
+            served: page.len(),
+            has_next,
+        }
     }
 }
 

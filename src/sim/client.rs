@@ -22,6 +22,9 @@ pub struct ClientConfig<'a> {
     pub extra: &'a str,
     /// `(name, tenant id)` of each `[tenants.NAME]` table.
     pub tenants: &'a [(String, String)],
+    /// Also writes `graph_url` (the simulator) into `[endpoints]`, for configs
+    /// with Graph tenants (`source = "graph"` goes into `poll` or a tenant).
+    pub graph: bool,
 }
 
 impl Default for ClientConfig<'_> {
@@ -35,6 +38,7 @@ impl Default for ClientConfig<'_> {
             log_format: "json",
             extra: "",
             tenants: &[],
+            graph: false,
         }
     }
 }
@@ -52,13 +56,23 @@ impl super::Simulator {
             "# Points mde-poller at the simulator on {url}.\n\
              cloud = \"global\"\n\
              [app]\nclient_id = \"{}\"\nclient_secret_file = \"client-secret\"\n\
-             [endpoints]\nlogin_url = \"{url}\"\napi_url = \"{url}\"\n\
+             [endpoints]\nlogin_url = \"{url}\"\napi_url = \"{url}\"\n{}\
              [poll]\n{}\n\
              [store]\npath = \"state.db\"\n\
              [output]\npath = \"{}\"\n\
              [log]\nlevel = \"{}\"\nformat = \"{}\"\n\
              {}\n",
-            c.client_id, c.poll, c.output, c.log_level, c.log_format, c.extra
+            c.client_id,
+            if c.graph {
+                format!("graph_url = \"{url}\"\n")
+            } else {
+                String::new()
+            },
+            c.poll,
+            c.output,
+            c.log_level,
+            c.log_format,
+            c.extra
         );
         for (name, id) in c.tenants {
             text.push_str(&format!("[tenants.{name}]\ntenant_id = \"{id}\"\n"));

@@ -1,6 +1,6 @@
-//! The one simulator of Entra ID's token endpoint and the Defender for Endpoint
-//! alerts API, on loopback, for the integration tests, `mde-poller demo` and the
-//! benchmark.
+//! The one simulator of Entra ID's token endpoint, the Defender for Endpoint
+//! alerts API and Microsoft Graph's `alerts_v2`, on loopback, for the
+//! integration tests, `mde-poller demo` and the benchmark.
 //!
 //! It behaves like the real service wherever a client could get it wrong
 //! (see `API-NOTES.md`): AADSTS errors in Entra's exact shape, tokens that
@@ -15,6 +15,7 @@
 mod alerts;
 mod client;
 mod faults;
+mod graph;
 mod odata;
 mod ratelimit;
 mod server;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 pub use alerts::AlertError;
 pub use client::ClientConfig;
 pub use faults::Faults;
+pub use graph::ServiceSource;
 
 use crate::timestamp::Timestamp;
 
@@ -53,6 +55,47 @@ pub struct SimOptions {
     /// `$top` behind an `@odata.nextLink`. Microsoft does not document this for
     /// `/api/alerts`, but a client must follow a nextLink if one ever comes.
     pub server_page: Option<usize>,
+    /// Graph's own call budget per (client id, tenant) in any sliding minute;
+    /// 0 = no limit. Counted apart from `per_minute` / `per_hour`.
+    pub graph_per_minute: u32,
+    /// Graph serves at most this many alerts a page whatever `$top` asks
+    /// (below Graph's own cap of 1,000), silently: a server that serves fewer
+    /// than asked. Per tenant: [`Simulator::set_graph_clamp`].
+    pub graph_clamp: Option<usize>,
+    /// Time every answer of either alerts API takes.
+    pub latency: Latency,
+    /// `Some(status)`: `/api/alerts` answers every call with that status (404
+    /// or 410 as a retired endpoint would, or e.g. 403) and a body naming the
+    /// retirement. Changeable at run time: [`Simulator::set_mde_retired`].
+    pub mde_retired: Option<u16>,
+}
+
+/// How long an answer of an alerts API takes: `fixed` plus `per_alert` for
+/// each alert it serves (issue 10's latency-bound benchmark: e.g. 300 ms +
+/// 50 µs). Slept on tokio's timer, so it never blocks the runtime and paused
+/// test time skips it. Zero by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Latency {
+    pub fixed: Duration,
+    pub per_alert: Duration,
+}
+
+impl Latency {
+    pub(crate) fn for_alerts(&self, n: usize) -> Duration {
+        self.fixed.saturating_add(
+            self.per_alert
+                .saturating_mul(u32::try_from(n).unwrap_or(u32::MAX)),
+        )
+    }
+}
+
+/// Which alerts API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Api {
+    /// `GET /api/alerts`, tokens with `aud` `https://api.securitycenter.microsoft.com`.
+    Mde,
+    /// `GET /v1.0/security/alerts_v2`, tokens with `aud` `https://graph.microsoft.com`.
+    Graph,
 }
 
 impl Default for SimOptions {
@@ -64,6 +107,10 @@ impl Default for SimOptions {
             faults: Faults::none(),
             seed: 0x5eed,
             server_page: None,
+            graph_per_minute: 150,
+            graph_clamp: None,
+            latency: Latency::default(),
+            mde_retired: None,
         }
     }
 }
@@ -99,8 +146,10 @@ pub struct SimTenant {
     pub tenant_id: String,
     /// Client ids whose admin consent this tenant granted.
     pub consented_apps: Vec<String>,
-    /// Application roles granted (e.g. `Alert.Read.All`); none → the token
-    /// carries no `roles` claim and the API answers 403.
+    /// Application roles granted, of either API: WindowsDefenderATP's (e.g.
+    /// `Alert.Read.All`) and Microsoft Graph's (`SecurityAlert.Read.All`, …;
+    /// the list is `tokens::GRAPH_ROLES`). A token carries only the roles of
+    /// the API it is for; none → no `roles` claim and that API answers 403.
     pub roles: Vec<String>,
     /// Whether the tenant has Defender for Endpoint (else AADSTS500011).
     pub has_mde: bool,
@@ -115,6 +164,24 @@ impl SimTenant {
             roles: vec!["Alert.Read.All".into()],
             has_mde: true,
         }
+    }
+
+    /// A tenant that consented to `client_id` with Graph's
+    /// `SecurityAlert.Read.All` only (its MDE tokens carry no role).
+    pub fn graph(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self::consented(tenant_id, client_id).with_roles(&["SecurityAlert.Read.All"])
+    }
+
+    /// A tenant with both `Alert.Read.All` and `SecurityAlert.Read.All`: a
+    /// tenant moving from MDE to Graph.
+    pub fn both(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self::consented(tenant_id, client_id)
+            .with_roles(&["Alert.Read.All", "SecurityAlert.Read.All"])
+    }
+
+    pub fn with_roles(mut self, roles: &[&str]) -> Self {
+        self.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        self
     }
 }
 
@@ -145,7 +212,10 @@ impl Default for Activity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
     Token,
+    /// `GET /api/alerts`.
     Alerts,
+    /// `GET /v1.0/security/alerts_v2`.
+    GraphAlerts,
 }
 
 /// One request the simulator answered, for tests to assert on.
@@ -166,11 +236,28 @@ pub struct RequestRecord {
     pub retry_after: Option<u64>,
     /// The `User-Agent` header, if any (the partner convention is checked on it).
     pub user_agent: Option<String>,
+    /// The `Prefer` header, if any (`include-unknown-enum-members` on Graph).
+    pub prefer: Option<String>,
+    /// Token requests: the resource asked (`scope` without `/.default`, or v1's
+    /// `resource`), as sent.
+    pub scope: Option<String>,
+    /// Alert requests: how many alerts the answer carried (`None` unless 200).
+    pub served: Option<usize>,
+    /// Graph: whether the answer carried an `@odata.nextLink`.
+    pub next_link: bool,
 }
 
 pub(crate) struct AppEntry {
     app: SimApp,
     certs: Vec<tokens::AppCert>,
+}
+
+/// The options a test may change while the simulator runs.
+pub(crate) struct Knobs {
+    latency: Latency,
+    graph_clamp: Option<usize>,
+    graph_clamp_per_tenant: HashMap<String, Option<usize>>,
+    mde_retired: Option<u16>,
 }
 
 pub(crate) struct FaultConfig {
@@ -187,6 +274,8 @@ pub(crate) struct Shared {
     alerts: RwLock<HashMap<String, alerts::AlertSet>>,
     tokens: Mutex<HashMap<String, tokens::IssuedToken>>,
     limiter: ratelimit::RateLimiter,
+    graph_limiter: ratelimit::RateLimiter,
+    knobs: Mutex<Knobs>,
     faults: Mutex<FaultConfig>,
     rng: Mutex<StdRng>,
     requests: Mutex<Vec<RequestRecord>>,
@@ -213,6 +302,22 @@ impl Shared {
             .and_then(|t| f.per_tenant.get(t))
             .unwrap_or(&f.global)
             .clone()
+    }
+
+    pub(crate) fn latency(&self) -> Latency {
+        lock(&self.knobs).latency
+    }
+
+    pub(crate) fn graph_clamp(&self, tenant_id: &str) -> Option<usize> {
+        let k = lock(&self.knobs);
+        k.graph_clamp_per_tenant
+            .get(tenant_id)
+            .copied()
+            .unwrap_or(k.graph_clamp)
+    }
+
+    pub(crate) fn mde_retired(&self) -> Option<u16> {
+        lock(&self.knobs).mde_retired
     }
 
     pub(crate) fn record(&self, r: RequestRecord) {
@@ -266,6 +371,13 @@ impl Simulator {
             alerts: RwLock::default(),
             tokens: Mutex::default(),
             limiter: ratelimit::RateLimiter::new(opts.per_minute, opts.per_hour),
+            graph_limiter: ratelimit::RateLimiter::new(opts.graph_per_minute, 0),
+            knobs: Mutex::new(Knobs {
+                latency: opts.latency,
+                graph_clamp: opts.graph_clamp,
+                graph_clamp_per_tenant: HashMap::new(),
+                mde_retired: opts.mde_retired,
+            }),
             faults: Mutex::new(FaultConfig {
                 global: opts.faults.clone(),
                 per_tenant: HashMap::new(),
@@ -291,7 +403,8 @@ impl Simulator {
         })
     }
 
-    /// `http://127.0.0.1:PORT`: both the login URL and the API URL.
+    /// `http://127.0.0.1:PORT`: the login URL, the MDE API URL and the Graph
+    /// URL at once.
     pub fn url(&self) -> String {
         self.inner.shared.base_url.clone()
     }
@@ -345,6 +458,28 @@ impl Simulator {
         before - tokens.len()
     }
 
+    /// Changes the latency of both alerts APIs from the next answer on.
+    pub fn set_latency(&self, latency: Latency) {
+        lock(&self.shared().knobs).latency = latency;
+    }
+
+    /// Graph's page clamp for one tenant, or for every tenant without its own
+    /// (`None`); `clamp` `None` serves up to 1,000 as asked.
+    pub fn set_graph_clamp(&self, tenant_id: Option<&str>, clamp: Option<usize>) {
+        let mut k = lock(&self.shared().knobs);
+        match tenant_id {
+            Some(t) => {
+                k.graph_clamp_per_tenant.insert(t.to_owned(), clamp);
+            }
+            None => k.graph_clamp = clamp,
+        }
+    }
+
+    /// Retires `/api/alerts` (`Some(404)`, `Some(410)`, …) or brings it back.
+    pub fn set_mde_retired(&self, status: Option<u16>) {
+        lock(&self.shared().knobs).mde_retired = status;
+    }
+
     /// Faults for one tenant, or for every tenant without its own (`None`).
     pub fn set_faults(&self, tenant_id: Option<&str>, faults: Faults) {
         let mut f = lock(&self.shared().faults);
@@ -377,6 +512,56 @@ impl Simulator {
             .collect()
     }
 
+    /// `count` new alerts only Graph has, of the products in `sources` (each
+    /// alert one drawn at random; empty = every product but MDE), with
+    /// `lastUpdateDateTime` uniform in `[from, to)`; their ids.
+    /// `ServiceSource::DefenderForEndpoint` in `sources` makes MDE alerts,
+    /// visible through both APIs, as [`Simulator::generate_alerts`] does.
+    pub fn generate_graph_alerts(
+        &self,
+        tenant_id: &str,
+        count: usize,
+        from: Timestamp,
+        to: Timestamp,
+        sources: &[ServiceSource],
+    ) -> Vec<String> {
+        let sources: &[ServiceSource] = if sources.is_empty() {
+            &ServiceSource::GRAPH_ONLY
+        } else {
+            sources
+        };
+        let shared = self.shared();
+        let mut rng = lock(&shared.rng);
+        let mut sets = write(&shared.alerts);
+        let set = sets.entry(tenant_id.to_owned()).or_default();
+        let span = (to.ticks() - from.ticks()).max(1);
+        (0..count)
+            .map(|_| {
+                let at = Timestamp::from_ticks(from.ticks() + rng.gen_range(0..span));
+                let source = sources[rng.gen_range(0..sources.len())];
+                set.generate_source(&mut *rng, tenant_id, source, at, from)
+            })
+            .collect()
+    }
+
+    /// Makes a caller-built alert in Graph's shape visible to alerts_v2 only
+    /// (replacing one with the same id). It needs a string `id` and an ISO 8601
+    /// `lastUpdateDateTime`; `createdDateTime` and `serviceSource` (default
+    /// `unknown`) feed the filter; its text is served verbatim, except that an
+    /// evolvable `serviceSource` / `detectionSource` is masked as
+    /// `unknownFutureValue` to a caller without the Prefer header.
+    pub fn insert_graph_alert(
+        &self,
+        tenant_id: &str,
+        alert: serde_json::Value,
+    ) -> Result<(), AlertError> {
+        write(&self.shared().alerts)
+            .entry(tenant_id.to_owned())
+            .or_default()
+            .insert_graph_value(&alert)
+            .map(drop)
+    }
+
     /// Makes a caller-built alert visible (replacing one with the same id).
     /// It needs a string `id` and an ISO 8601 `lastUpdateTime`; its text is
     /// served verbatim, `evidence` only with `$expand=evidence`.
@@ -398,7 +583,34 @@ impl Simulator {
         self.shared().update(tenant_id, id, at)
     }
 
-    /// Every `(id, lastUpdateTime)` ever made visible, in order, times as written.
+    /// Every `(id, lastUpdateDateTime)` alerts_v2 ever made visible (MDE
+    /// alerts and those only Graph has), in order, times as written.
+    pub fn graph_versions(&self, tenant_id: &str) -> Vec<(String, String)> {
+        read(&self.shared().alerts)
+            .get(tenant_id)
+            .map(|s| s.graph_versions())
+            .unwrap_or_default()
+    }
+
+    /// The live alerts in Graph's shape (unmasked), in no particular order.
+    pub fn graph_current(&self, tenant_id: &str) -> Vec<serde_json::Value> {
+        read(&self.shared().alerts)
+            .get(tenant_id)
+            .map(|s| s.graph_current())
+            .unwrap_or_default()
+    }
+
+    /// Renders the Graph form of every alert of a tenant now (it is otherwise
+    /// rendered on its first Graph read), so a benchmark's timed run pays a
+    /// copy per alert, not a conversion.
+    pub fn prepare_graph(&self, tenant_id: &str) {
+        if let Some(s) = read(&self.shared().alerts).get(tenant_id) {
+            s.render_graph();
+        }
+    }
+
+    /// Every `(id, lastUpdateTime)` `/api/alerts` ever made visible, in order,
+    /// times as written (alerts only Graph has are not in it).
     pub fn versions(&self, tenant_id: &str) -> Vec<(String, String)> {
         read(&self.shared().alerts)
             .get(tenant_id)
@@ -406,7 +618,7 @@ impl Simulator {
             .unwrap_or_default()
     }
 
-    /// The live alerts, with evidence, in no particular order.
+    /// The live MDE alerts, with evidence, in no particular order.
     pub fn current(&self, tenant_id: &str) -> Vec<serde_json::Value> {
         read(&self.shared().alerts)
             .get(tenant_id)
@@ -437,7 +649,37 @@ impl Simulator {
                     _ = tick.tick() => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
-                activity_tick(&shared, &tenant, &activity);
+                activity_tick(&shared, &tenant, &activity, &[]);
+            }
+        })
+    }
+
+    /// As [`Simulator::spawn_activity`], but each new alert is of one of
+    /// `sources` at random (empty = every Defender product, MDE included): the
+    /// live feed of a tenant read through Graph. Updates touch any alert.
+    pub fn spawn_graph_activity(
+        &self,
+        tenant_id: &str,
+        activity: Activity,
+        sources: &[ServiceSource],
+    ) -> tokio::task::JoinHandle<()> {
+        let shared = self.inner.shared.clone();
+        let tenant = tenant_id.to_owned();
+        let mut sources = sources.to_vec();
+        if sources.is_empty() {
+            sources.push(ServiceSource::DefenderForEndpoint);
+            sources.extend(ServiceSource::GRAPH_ONLY);
+        }
+        let mut stop = shared.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(activity.every.max(Duration::from_millis(1)));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                activity_tick(&shared, &tenant, &activity, &sources);
             }
         })
     }
@@ -451,7 +693,8 @@ impl Simulator {
     }
 }
 
-fn activity_tick(shared: &Shared, tenant: &str, a: &Activity) {
+/// One step of live activity; `sources` empty = MDE alerts only.
+fn activity_tick(shared: &Shared, tenant: &str, a: &Activity, sources: &[ServiceSource]) {
     let now = Timestamp::now();
     let mut rng = lock(&shared.rng);
     let mut sets = write(&shared.alerts);
@@ -463,7 +706,12 @@ fn activity_tick(shared: &Shared, tenant: &str, a: &Activity) {
         } else {
             now
         };
-        set.generate_one(&mut *rng, tenant, at, at);
+        if sources.is_empty() {
+            set.generate_one(&mut *rng, tenant, at, at);
+        } else {
+            let source = sources[rng.gen_range(0..sources.len())];
+            set.generate_source(&mut *rng, tenant, source, at, at);
+        }
     }
     for _ in 0..a.updates {
         if let Some((id, old)) = set.random_id(&mut *rng) {

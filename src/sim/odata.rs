@@ -1,17 +1,27 @@
-//! The OData `$filter` subset the alerts API accepts on time properties:
-//! `lastUpdateTime` / `alertCreationTime`, `eq ne gt ge lt le`, `and`, `or`,
-//! parentheses, unquoted ISO 8601 datetimes compared at full 100 ns precision.
+//! The OData `$filter` subsets the two alert APIs accept, in two dialects:
+//! MDE (`lastUpdateTime` / `alertCreationTime`) and Graph (`lastUpdateDateTime`
+//! / `createdDateTime` / `serviceSource`); `eq ne gt ge lt le`, `and`, `or`,
+//! parentheses, Graph's `serviceSource in ('a','b')`, unquoted ISO 8601
+//! datetimes compared at full 100 ns precision, single-quoted strings.
 //!
-//! Strict on purpose: a quoted datetime, an unknown property or operator is a
-//! 400 `ODataError`, as the service answers, so a client writing a filter the
-//! service would refuse fails in the tests rather than in production.
+//! Strict on purpose: a quoted datetime, an unknown property or operator, an
+//! unknown `serviceSource` member is a 400, as the service answers, so a client
+//! writing a filter the service would refuse fails in the tests rather than in
+//! production.
 
 use crate::timestamp::Timestamp;
 
+/// Which API's property names a filter is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Property {
-    LastUpdateTime,
-    AlertCreationTime,
+pub(crate) enum Dialect {
+    Mde,
+    Graph,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimeProperty {
+    LastUpdate,
+    Created,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,9 +36,22 @@ pub(crate) enum Op {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Filter {
-    Cmp(Property, Op, Timestamp),
+    Time(TimeProperty, Op, Timestamp),
+    /// `serviceSource eq|ne '…'`.
+    Source(Op, String),
+    /// `serviceSource in ('…', …)`.
+    SourceIn(Vec<String>),
     And(Box<Filter>, Box<Filter>),
     Or(Box<Filter>, Box<Filter>),
+}
+
+/// What a filter looks at in one alert.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fields<'a> {
+    pub last_update: Timestamp,
+    pub created: Timestamp,
+    /// Graph's spelling (`microsoftDefenderForEndpoint` for every MDE alert).
+    pub service_source: &'a str,
 }
 
 /// Why a `$filter` was refused; the text goes into the 400's `message`.
@@ -37,12 +60,12 @@ pub(crate) enum Filter {
 pub(crate) struct FilterError(pub String);
 
 impl Filter {
-    pub(crate) fn matches(&self, last_update: Timestamp, created: Timestamp) -> bool {
+    pub(crate) fn matches(&self, a: &Fields<'_>) -> bool {
         match self {
-            Filter::Cmp(prop, op, v) => {
+            Filter::Time(prop, op, v) => {
                 let x = match prop {
-                    Property::LastUpdateTime => last_update,
-                    Property::AlertCreationTime => created,
+                    TimeProperty::LastUpdate => a.last_update,
+                    TimeProperty::Created => a.created,
                 };
                 match op {
                     Op::Eq => x == *v,
@@ -53,17 +76,34 @@ impl Filter {
                     Op::Le => x <= *v,
                 }
             }
-            Filter::And(a, b) => a.matches(last_update, created) && b.matches(last_update, created),
-            Filter::Or(a, b) => a.matches(last_update, created) || b.matches(last_update, created),
+            Filter::Source(Op::Ne, v) => a.service_source != v,
+            Filter::Source(_, v) => a.service_source == v,
+            Filter::SourceIn(list) => list.iter().any(|v| v == a.service_source),
+            Filter::And(x, y) => x.matches(a) && y.matches(a),
+            Filter::Or(x, y) => x.matches(a) || y.matches(a),
         }
     }
 
+    /// A filter of `GET /api/alerts`.
     pub(crate) fn parse(text: &str) -> Result<Filter, FilterError> {
-        let tokens = tokenize(text);
+        Self::parse_in(Dialect::Mde, text)
+    }
+
+    /// A filter of `GET /v1.0/security/alerts_v2`.
+    pub(crate) fn parse_graph(text: &str) -> Result<Filter, FilterError> {
+        Self::parse_in(Dialect::Graph, text)
+    }
+
+    fn parse_in(dialect: Dialect, text: &str) -> Result<Filter, FilterError> {
+        let tokens = tokenize(text)?;
         if tokens.is_empty() {
             return Err(FilterError("the $filter expression is empty".into()));
         }
-        let mut p = Parser { tokens, pos: 0 };
+        let mut p = Parser {
+            tokens,
+            pos: 0,
+            dialect,
+        };
         let f = p.or()?;
         if let Some(t) = p.tokens.get(p.pos) {
             return Err(FilterError(format!("syntax error at '{t}'")));
@@ -72,11 +112,29 @@ impl Filter {
     }
 }
 
-fn tokenize(text: &str) -> Vec<String> {
+/// Words, `(`, `)`, `,`, and single-quoted strings kept whole with their
+/// quotes (`''` inside one is a quote).
+fn tokenize(text: &str) -> Result<Vec<String>, FilterError> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    for c in text.chars() {
-        if c.is_whitespace() || c == '(' || c == ')' {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' && cur.is_empty() {
+            let mut s = String::from('\'');
+            loop {
+                match chars.next() {
+                    Some('\'') if chars.peek() == Some(&'\'') => {
+                        chars.next();
+                        s.push('\'');
+                    }
+                    Some('\'') => break,
+                    Some(ch) => s.push(ch),
+                    None => return Err(FilterError(format!("unterminated string literal {s}"))),
+                }
+            }
+            s.push('\'');
+            out.push(s);
+        } else if c.is_whitespace() || matches!(c, '(' | ')' | ',') {
             if !cur.is_empty() {
                 out.push(std::mem::take(&mut cur));
             }
@@ -90,12 +148,18 @@ fn tokenize(text: &str) -> Vec<String> {
     if !cur.is_empty() {
         out.push(cur);
     }
-    out
+    Ok(out)
 }
 
 struct Parser {
     tokens: Vec<String>,
     pos: usize,
+    dialect: Dialect,
+}
+
+enum Prop {
+    Time(TimeProperty),
+    ServiceSource,
 }
 
 impl Parser {
@@ -107,6 +171,15 @@ impl Parser {
 
     fn peek_is(&self, word: &str) -> bool {
         self.tokens.get(self.pos).is_some_and(|t| t == word)
+    }
+
+    fn expect(&mut self, word: &str) -> Result<(), FilterError> {
+        if self.peek_is(word) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(FilterError(format!("'{word}' expected")))
+        }
     }
 
     fn or(&mut self) -> Result<Filter, FilterError> {
@@ -131,21 +204,25 @@ impl Parser {
         if self.peek_is("(") {
             self.pos += 1;
             let inner = self.or()?;
-            if !self.peek_is(")") {
-                return Err(FilterError("')' expected".into()));
-            }
-            self.pos += 1;
+            self.expect(")")?;
             return Ok(inner);
         }
-        let prop = match self.next() {
-            Some("lastUpdateTime") => Property::LastUpdateTime,
-            Some("alertCreationTime") => Property::AlertCreationTime,
-            Some(other) => {
-                return Err(FilterError(format!(
-                    "could not find a property named '{other}' that can be filtered on by time"
-                )))
-            }
-            None => return Err(FilterError("expression expected at the end".into())),
+        let dialect = self.dialect;
+        let prop = match (dialect, self.next()) {
+            (Dialect::Mde, Some("lastUpdateTime"))
+            | (Dialect::Graph, Some("lastUpdateDateTime")) => Prop::Time(TimeProperty::LastUpdate),
+            (Dialect::Mde, Some("alertCreationTime"))
+            | (Dialect::Graph, Some("createdDateTime")) => Prop::Time(TimeProperty::Created),
+            (Dialect::Graph, Some("serviceSource")) => Prop::ServiceSource,
+            (_, Some(other)) => return Err(FilterError(format!(
+                "could not find a property named '{other}' that can be filtered on{}",
+                match dialect {
+                    Dialect::Mde => " by time",
+                    Dialect::Graph =>
+                        " (the simulator models lastUpdateDateTime, createdDateTime, serviceSource)",
+                }
+            ))),
+            (_, None) => return Err(FilterError("expression expected at the end".into())),
         };
         let op = match self.next() {
             Some("eq") => Op::Eq,
@@ -154,9 +231,33 @@ impl Parser {
             Some("ge") => Op::Ge,
             Some("lt") => Op::Lt,
             Some("le") => Op::Le,
+            Some("in") if matches!(prop, Prop::ServiceSource) => {
+                self.expect("(")?;
+                let mut list = vec![self.source_value()?];
+                while self.peek_is(",") {
+                    self.pos += 1;
+                    list.push(self.source_value()?);
+                }
+                self.expect(")")?;
+                return Ok(Filter::SourceIn(list));
+            }
             Some(other) => return Err(FilterError(format!("unknown operator '{other}'"))),
             None => return Err(FilterError("operator expected at the end".into())),
         };
+        match prop {
+            Prop::ServiceSource => {
+                if !matches!(op, Op::Eq | Op::Ne) {
+                    return Err(FilterError(
+                        "serviceSource is an enumeration: only eq, ne and in apply".into(),
+                    ));
+                }
+                Ok(Filter::Source(op, self.source_value()?))
+            }
+            Prop::Time(t) => Ok(Filter::Time(t, op, self.datetime()?)),
+        }
+    }
+
+    fn datetime(&mut self) -> Result<Timestamp, FilterError> {
         let value = match self.next() {
             Some(v) => v.to_owned(),
             None => return Err(FilterError("value expected at the end".into())),
@@ -167,12 +268,30 @@ impl Parser {
                  'Edm.DateTimeOffset' and 'Edm.String' ({value})"
             )));
         }
-        let ts = Timestamp::parse(&value).map_err(|_| {
+        Timestamp::parse(&value).map_err(|_| {
             FilterError(format!(
                 "unrecognized 'Edm.DateTimeOffset' literal '{value}'"
             ))
-        })?;
-        Ok(Filter::Cmp(prop, op, ts))
+        })
+    }
+
+    fn source_value(&mut self) -> Result<String, FilterError> {
+        let value = match self.next() {
+            Some(v) => v.to_owned(),
+            None => return Err(FilterError("value expected at the end".into())),
+        };
+        let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
+            return Err(FilterError(format!(
+                "serviceSource takes a single-quoted string, not {value}"
+            )));
+        };
+        if !super::graph::SERVICE_SOURCE_MEMBERS.contains(&inner) {
+            return Err(FilterError(format!(
+                "The string '{inner}' is not a valid enumeration type constant for \
+                 microsoft.graph.security.serviceSource."
+            )));
+        }
+        Ok(inner.to_owned())
     }
 }
 
@@ -184,6 +303,23 @@ mod tests {
         Timestamp::parse(s).unwrap()
     }
 
+    fn at(last_update: Timestamp, created: Timestamp) -> Fields<'static> {
+        Fields {
+            last_update,
+            created,
+            service_source: "microsoftDefenderForEndpoint",
+        }
+    }
+
+    fn src(s: &str) -> Fields<'_> {
+        let t = ts("2026-01-01T00:00:00Z");
+        Fields {
+            last_update: t,
+            created: t,
+            service_source: s,
+        }
+    }
+
     #[test]
     fn ge_includes_the_bound_and_lt_excludes_it_at_full_precision() {
         let f = Filter::parse(
@@ -191,10 +327,10 @@ mod tests {
         )
         .unwrap();
         let c = ts("2000-01-01T00:00:00Z");
-        assert!(f.matches(ts("2021-01-26T20:33:59.2000000Z"), c));
-        assert!(f.matches(ts("2021-01-26T20:33:59.2000001Z"), c));
-        assert!(!f.matches(ts("2021-01-26T20:33:59.2000002Z"), c));
-        assert!(!f.matches(ts("2021-01-26T20:33:59.1999999Z"), c));
+        assert!(f.matches(&at(ts("2021-01-26T20:33:59.2000000Z"), c)));
+        assert!(f.matches(&at(ts("2021-01-26T20:33:59.2000001Z"), c)));
+        assert!(!f.matches(&at(ts("2021-01-26T20:33:59.2000002Z"), c)));
+        assert!(!f.matches(&at(ts("2021-01-26T20:33:59.1999999Z"), c)));
     }
 
     #[test]
@@ -203,12 +339,12 @@ mod tests {
             "(alertCreationTime gt 2021-01-01T00:00:00Z or lastUpdateTime eq 2020-01-01T00:00:00.5Z) and lastUpdateTime ne 2022-01-01T00:00:00Z",
         )
         .unwrap();
-        assert!(f.matches(
+        assert!(f.matches(&at(
             ts("2020-01-01T00:00:00.5000000Z"),
             ts("2019-01-01T00:00:00Z")
-        ));
-        assert!(f.matches(ts("2021-06-01T00:00:00Z"), ts("2021-06-01T00:00:00Z")));
-        assert!(!f.matches(ts("2022-01-01T00:00:00Z"), ts("2021-06-01T00:00:00Z")));
+        )));
+        assert!(f.matches(&at(ts("2021-06-01T00:00:00Z"), ts("2021-06-01T00:00:00Z"))));
+        assert!(!f.matches(&at(ts("2022-01-01T00:00:00Z"), ts("2021-06-01T00:00:00Z"))));
     }
 
     #[test]
@@ -222,8 +358,58 @@ mod tests {
             "lastUpdateTime ge 2021-01-26T20:33:59Z and",
             "(lastUpdateTime ge 2021-01-26T20:33:59Z",
             "lastUpdateTime ge 2021-01-26T20:33:59Z extra",
+            // Graph's names are not MDE's.
+            "lastUpdateDateTime ge 2021-01-26T20:33:59Z",
+            "serviceSource eq 'microsoftDefenderForEndpoint'",
         ] {
             assert!(Filter::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn graph_dialect_filters_time_and_service_source() {
+        let f = Filter::parse_graph(
+            "lastUpdateDateTime ge 2021-01-26T20:33:59.2Z and (serviceSource eq 'microsoftDefenderForOffice365' or serviceSource in ('microsoftDefenderForIdentity','dataLossPrevention'))",
+        )
+        .unwrap();
+        let c = ts("2000-01-01T00:00:00Z");
+        let mut a = Fields {
+            last_update: ts("2021-01-26T20:33:59.2Z"),
+            created: c,
+            service_source: "dataLossPrevention",
+        };
+        assert!(f.matches(&a));
+        a.service_source = "microsoftDefenderForOffice365";
+        assert!(f.matches(&a));
+        a.service_source = "microsoftDefenderForEndpoint";
+        assert!(!f.matches(&a));
+        a.service_source = "dataLossPrevention";
+        a.last_update = ts("2021-01-26T20:33:59.1999999Z");
+        assert!(!f.matches(&a));
+
+        let ne = Filter::parse_graph("serviceSource ne 'microsoftDefenderForEndpoint'").unwrap();
+        assert!(!ne.matches(&src("microsoftDefenderForEndpoint")));
+        assert!(ne.matches(&src("microsoftDefenderForCloud")));
+        let created =
+            Filter::parse_graph("createdDateTime lt 2026-01-01T00:00:00.0000001Z").unwrap();
+        assert!(created.matches(&src("x")));
+    }
+
+    #[test]
+    fn graph_dialect_refuses_what_graph_refuses() {
+        for bad in [
+            "lastUpdateTime ge 2021-01-26T20:33:59Z",
+            "lastUpdateDateTime ge '2021-01-26T20:33:59Z'",
+            "serviceSource eq microsoftDefenderForEndpoint",
+            "serviceSource eq 'microsoftDefenderForEndpoin'",
+            "serviceSource gt 'microsoftDefenderForEndpoint'",
+            "serviceSource in ()",
+            "serviceSource in ('dataLossPrevention'",
+            "serviceSource eq 'dataLossPrevention",
+            "lastUpdateDateTime in ('x')",
+            "status eq 'new'",
+        ] {
+            assert!(Filter::parse_graph(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The HTTP face: the two token endpoints and `GET /api/alerts`, with the
-//! order of checks the real service applies (token faults → tenant → app →
-//! credential → resource; bearer → budget → faults → query).
+//! The HTTP face: the two token endpoints, `GET /api/alerts` and
+//! `GET /v1.0/security/alerts_v2`, with the order of checks the real services
+//! apply (token faults → tenant → app → credential → resource; bearer →
+//! audience → expiry → role → faults → budget → query), then the latency model.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -18,14 +19,23 @@ use axum::Router;
 use rand::Rng;
 use serde_json::json;
 
+use super::alerts::GraphQuery;
 use super::alerts::Query;
 use super::faults::{ApiFault, TokenFault};
+use super::graph;
 use super::odata::Filter;
-use super::tokens::{self, AadError, IssuedToken, CLIENT_ASSERTION_TYPE, MDE_RESOURCES};
-use super::{lock, read, RequestKind, RequestRecord, Shared};
+use super::tokens::{
+    self, AadError, IssuedToken, CLIENT_ASSERTION_TYPE, GRAPH_RESOURCES, MDE_RESOURCES,
+};
+use super::{lock, read, Api, RequestKind, RequestRecord, Shared};
 use crate::timestamp::Timestamp;
 
 const MAX_TOP: usize = 10_000;
+/// Graph's cap on `$top`: a larger value is served as this, silently.
+const GRAPH_MAX_TOP: usize = 1_000;
+const GRAPH_PATH: &str = "/v1.0/security/alerts_v2";
+/// Either role lets an app list alerts_v2.
+const GRAPH_ALERT_ROLES: &[&str] = &["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
 const ODATA_JSON: &str =
     "application/json; odata.metadata=minimal; odata.streaming=true; charset=utf-8";
 
@@ -34,6 +44,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/{tenant}/oauth2/v2.0/token", post(token_v2))
         .route("/{tenant}/oauth2/token", post(token_v1))
         .route("/api/alerts", get(alerts))
+        .route(GRAPH_PATH, get(graph_alerts))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "NotFound", "Resource not found") })
         .with_state(shared)
 }
@@ -56,11 +67,27 @@ async fn token_v1(
     token(s, tenant, &headers, body, true).await
 }
 
-fn user_agent(headers: &HeaderMap) -> Option<String> {
+fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<String> {
     headers
-        .get(header::USER_AGENT)
+        .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    header_text(headers, header::USER_AGENT)
+}
+
+fn prefer(headers: &HeaderMap) -> Option<String> {
+    header_text(headers, "prefer")
+}
+
+/// The resource a token request names: `scope` without `/.default`, or v1's
+/// `resource`, as sent.
+fn scope_asked(form: &HashMap<String, String>) -> Option<String> {
+    form.get("scope")
+        .map(|s| s.strip_suffix("/.default").unwrap_or(s).to_owned())
+        .or_else(|| form.get("resource").cloned())
 }
 
 async fn token(
@@ -72,6 +99,7 @@ async fn token(
 ) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let client_id = form.get("client_id").cloned();
+    let scope = scope_asked(&form);
     let fault = s.faults_for(Some(&tenant)).draw_token(&mut *lock(&s.rng));
     let result = match fault {
         TokenFault::Internal => Err(AadError::new(
@@ -110,6 +138,10 @@ async fn token(
         skip: None,
         retry_after: None,
         user_agent: user_agent(headers),
+        prefer: prefer(headers),
+        scope,
+        served: None,
+        next_link: false,
     });
     let mut resp = (
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -258,18 +290,23 @@ fn issue(
         }
     };
     let resource = resource.trim_end_matches('/').to_owned();
-    if !MDE_RESOURCES
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(&resource))
-        || !tenant.has_mde
-    {
+    let is = |list: &[&str]| list.iter().any(|r| r.eq_ignore_ascii_case(&resource));
+    // Every tenant has Microsoft Graph; only some have Defender for Endpoint.
+    let api = if is(MDE_RESOURCES) && tenant.has_mde {
+        Some(Api::Mde)
+    } else if is(GRAPH_RESOURCES) {
+        Some(Api::Graph)
+    } else {
+        None
+    };
+    let Some(api) = api else {
         return Err(AadError::new(
             400,
             "invalid_resource",
             500011,
             format!("The resource principal named {resource} was not found in the tenant named {tenant_id}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."),
         ));
-    }
+    };
 
     let lifetime = s.opts.token_lifetime;
     let now = SystemTime::now();
@@ -292,9 +329,10 @@ fn issue(
         "uti": uuid::Uuid::new_v4().simple().to_string(),
         "ver": "1.0",
     });
-    let has_role = !tenant.roles.is_empty();
-    if has_role {
-        claims["roles"] = json!(tenant.roles);
+    // The token carries the roles of its audience's API only.
+    let roles = tokens::roles_for(api, &tenant.roles);
+    if !roles.is_empty() {
+        claims["roles"] = json!(roles);
     }
     let token = tokens::access_token(&claims);
     lock(&s.tokens).insert(
@@ -303,7 +341,8 @@ fn issue(
             tenant_id: tenant_id.to_owned(),
             client_id: client_id.clone(),
             expires,
-            has_role,
+            api,
+            roles,
         },
     );
     let secs = lifetime.as_secs();
@@ -384,11 +423,39 @@ async fn alerts(
         skip: opts.skip.as_deref().and_then(|t| t.parse().ok()),
         retry_after: None,
         user_agent: user_agent(&headers),
+        prefer: prefer(&headers),
+        scope: None,
+        served: None,
+        next_link: false,
     };
     let resp = answer(&s, &headers, &opts, &mut rec).await;
+    finish(&s, resp, rec).await
+}
+
+/// Records the answer, then holds it for the latency model's time.
+async fn finish(s: &Shared, resp: Response, mut rec: RequestRecord) -> Response {
     rec.status = resp.status().as_u16();
+    let delay = s.latency().for_alerts(rec.served.unwrap_or(0));
     s.record(rec);
+    if !delay.is_zero() {
+        let mut stop = s.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|v| *v) => {}
+        }
+    }
     resp
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }
 
 async fn answer(
@@ -397,22 +464,34 @@ async fn answer(
     opts: &Options,
     rec: &mut RequestRecord,
 ) -> Response {
+    // A retired API answers whatever the token (the tenant is still logged
+    // when the token is one the simulator issued).
+    if let Some(status) = s.mde_retired() {
+        if let Some(t) = bearer(headers).and_then(|b| lock(&s.tokens).get(b).cloned()) {
+            rec.tenant_id = Some(t.tenant_id);
+            rec.client_id = Some(t.client_id);
+        }
+        let code = match status {
+            404 => "NotFound",
+            410 => "Gone",
+            403 => "Forbidden",
+            _ => "ApiRetired",
+        };
+        return api_error(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::GONE),
+            code,
+            "The Microsoft Defender for Endpoint API has been retired (MC1220762: it no longer functions after 1 February 2027). Use the Microsoft Graph security API: GET https://graph.microsoft.com/v1.0/security/alerts_v2.",
+        );
+    }
     // The bearer token.
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        });
-    let Some(bearer) = bearer else {
+    let Some(bearer) = bearer(headers) else {
         return api_error(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
             "Authorization header is missing or is not a Bearer token",
         );
     };
-    let Some(token) = lock(&s.tokens).get(bearer.trim()).cloned() else {
+    let Some(token) = lock(&s.tokens).get(bearer).cloned() else {
         return api_error(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -421,6 +500,13 @@ async fn answer(
     };
     rec.tenant_id = Some(token.tenant_id.clone());
     rec.client_id = Some(token.client_id.clone());
+    if token.api != Api::Mde {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Invalid token: the audience (aud) is not https://api.securitycenter.microsoft.com",
+        );
+    }
     if SystemTime::now() >= token.expires {
         return api_error(
             StatusCode::UNAUTHORIZED,
@@ -428,7 +514,7 @@ async fn answer(
             "The access token has expired",
         );
     }
-    if !token.has_role {
+    if token.roles.is_empty() {
         return api_error(
             StatusCode::FORBIDDEN,
             "Forbidden",
@@ -550,6 +636,7 @@ async fn answer(
             ),
         }
     };
+    rec.served = Some(matched.saturating_sub(skip).min(page));
     let body = if page < top && skip + page < matched {
         let mut link = format!(
             "{}/api/alerts?$top={}&$skip={}",
@@ -571,6 +658,282 @@ async fn answer(
     } else {
         body
     };
+    let body = match fault {
+        ApiFault::Truncated => {
+            let mut cut = body.len() / 2;
+            while !body.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            Body::from(body[..cut].to_owned())
+        }
+        ApiFault::Reset => {
+            let cut = body.len().min(24);
+            Body::new(ResetBody {
+                first: Some(Body::from(body[..cut].to_owned())),
+            })
+        }
+        _ => Body::from(body),
+    };
+    let mut r = Response::new(body);
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
+    r
+}
+
+/// alerts_v2's query options, from the raw (URL-encoded) query string.
+#[derive(Default)]
+struct GraphOptions {
+    filter: Option<String>,
+    top: Option<String>,
+    skip: Option<String>,
+    count: Option<String>,
+    duplicate: Option<String>,
+    /// An option the simulator refuses rather than pretend to honour.
+    refused: Option<String>,
+}
+
+fn graph_options(raw: Option<&str>) -> GraphOptions {
+    let mut o = GraphOptions::default();
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        let slot = match k.as_ref() {
+            "$filter" => &mut o.filter,
+            "$top" => &mut o.top,
+            "$skip" => &mut o.skip,
+            "$count" => &mut o.count,
+            // Undocumented for alerts_v2 (API-NOTES): a client relying on an
+            // order would be relying on nothing Microsoft promises.
+            "$orderby" | "$search" | "$skiptoken" => {
+                o.refused = Some(k.into_owned());
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_some() {
+            o.duplicate = Some(k.into_owned());
+        }
+        *slot = Some(v.into_owned());
+    }
+    o
+}
+
+fn graph_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    client_request_id: Option<&str>,
+) -> Response {
+    let mut r = (status, graph::error_body(code, message, client_request_id)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn graph_alerts(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let opts = graph_options(raw.as_deref());
+    let mut rec = RequestRecord {
+        at: SystemTime::now(),
+        at_instant: tokio::time::Instant::now(),
+        kind: RequestKind::GraphAlerts,
+        tenant_id: None,
+        client_id: None,
+        status: 0,
+        filter: opts.filter.clone(),
+        top: opts.top.as_deref().and_then(|t| t.parse().ok()),
+        skip: opts.skip.as_deref().and_then(|t| t.parse().ok()),
+        retry_after: None,
+        user_agent: user_agent(&headers),
+        prefer: prefer(&headers),
+        scope: None,
+        served: None,
+        next_link: false,
+    };
+    let resp = graph_answer(&s, &headers, &opts, &mut rec).await;
+    finish(&s, resp, rec).await
+}
+
+async fn graph_answer(
+    s: &Shared,
+    headers: &HeaderMap,
+    opts: &GraphOptions,
+    rec: &mut RequestRecord,
+) -> Response {
+    let crid = header_text(headers, "client-request-id");
+    let crid = crid.as_deref();
+    let unauthorized = |m: &str| {
+        graph_error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            m,
+            crid,
+        )
+    };
+    let Some(bearer) = bearer(headers) else {
+        return unauthorized("Access token is empty.");
+    };
+    let Some(token) = lock(&s.tokens).get(bearer).cloned() else {
+        return unauthorized("Access token validation failure. Invalid signature.");
+    };
+    rec.tenant_id = Some(token.tenant_id.clone());
+    rec.client_id = Some(token.client_id.clone());
+    if token.api != Api::Graph {
+        return unauthorized("Access token validation failure. Invalid audience.");
+    }
+    if SystemTime::now() >= token.expires {
+        return unauthorized("Lifetime validation failed, the token is expired.");
+    }
+    if !token.has_any(GRAPH_ALERT_ROLES) {
+        let granted = if token.roles.is_empty() {
+            "none".to_owned()
+        } else {
+            token.roles.join(", ")
+        };
+        return graph_error(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &format!("Missing application roles. API required roles: SecurityAlert.Read.All, SecurityAlert.ReadWrite.All. API granted roles: {granted}."),
+            crid,
+        );
+    }
+    let tenant = token.tenant_id.as_str();
+
+    let faults = s.faults_for(Some(tenant));
+    let (stall, fault) = faults.draw_api(&mut *lock(&s.rng));
+    let throttled = |secs: u64, rec: &mut RequestRecord, may_use_date: bool| {
+        with_retry_after(
+            s,
+            graph_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                "Too many requests. The application has exceeded 150 requests a minute for this tenant; retry after the time in Retry-After.",
+                crid,
+            ),
+            secs,
+            rec,
+            may_use_date,
+        )
+    };
+    // An injected 429 is refused before the budget, so it costs nothing.
+    if fault == ApiFault::Throttled {
+        return throttled(faults.retry_after_secs, rec, true);
+    }
+    if let Err(wait) =
+        s.graph_limiter
+            .try_acquire(&token.client_id, tenant, tokio::time::Instant::now())
+    {
+        return throttled(wait, rec, false);
+    }
+    if stall {
+        let mut stop = s.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(faults.stall) => {}
+            _ = stop.wait_for(|v| *v) => {}
+        }
+    }
+    match fault {
+        ApiFault::Internal => {
+            return graph_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "UnknownError",
+                "An unexpected error occurred.",
+                crid,
+            )
+        }
+        ApiFault::Unavailable => {
+            return with_retry_after(
+                s,
+                graph_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "The service is temporarily unavailable. Retry after the time in Retry-After.",
+                    crid,
+                ),
+                faults.retry_after_secs,
+                rec,
+                true,
+            )
+        }
+        _ => {}
+    }
+
+    // The query.
+    let bad = |m: String| graph_error(StatusCode::BAD_REQUEST, "BadRequest", &m, crid);
+    if let Some(k) = &opts.duplicate {
+        return bad(format!("Query option '{k}' was specified more than once, but it must be specified at most once."));
+    }
+    if let Some(k) = &opts.refused {
+        return bad(format!("Query option '{k}' is not supported by this simulator: Microsoft does not document it for alerts_v2."));
+    }
+    let number = |v: Option<&str>, name: &str| match v.map(str::parse::<i64>) {
+        None => Ok(None),
+        Some(Ok(n)) if n >= 0 => Ok(Some(n as usize)),
+        _ => Err(format!(
+            "Invalid value '{}' for {name} query option found.",
+            v.unwrap_or("")
+        )),
+    };
+    // Above 1,000 is served as 1,000, silently, as Graph does.
+    let asked = match number(opts.top.as_deref(), "$top") {
+        Ok(t) => t.unwrap_or(GRAPH_MAX_TOP).min(GRAPH_MAX_TOP),
+        Err(m) => return bad(m),
+    };
+    let skip = match number(opts.skip.as_deref(), "$skip") {
+        Ok(k) => k.unwrap_or(0),
+        Err(m) => return bad(m),
+    };
+    let count = match opts.count.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(c) => {
+            return bad(format!(
+                "Invalid value '{c}' for $count query option found."
+            ))
+        }
+    };
+    let filter = match opts.filter.as_deref().map(Filter::parse_graph).transpose() {
+        Ok(f) => f,
+        Err(e) => return bad(format!("{e}")),
+    };
+    let top = s.graph_clamp(tenant).map_or(asked, |c| asked.min(c.max(1)));
+    let include_unknown = rec.prefer.as_deref().is_some_and(|p| {
+        p.split(',').any(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("include-unknown-enum-members")
+        })
+    });
+    // The next page: the same query, $skip past what this one served, over
+    // whatever the data is by then.
+    let mut prefix = format!("{}{GRAPH_PATH}?", s.base_url);
+    if let Some(f) = &opts.filter {
+        prefix.push_str("$filter=");
+        prefix.push_str(&encode_query_value(f));
+        prefix.push('&');
+    }
+    if count {
+        prefix.push_str("$count=true&");
+    }
+    prefix.push_str(&format!("$top={asked}&$skip="));
+    let page = {
+        let sets = read(&s.alerts);
+        let empty = super::alerts::AlertSet::default();
+        sets.get(tenant).unwrap_or(&empty).graph_query(&GraphQuery {
+            filter: filter.as_ref(),
+            top,
+            skip,
+            include_unknown,
+            count,
+            next_link_prefix: &prefix,
+            next_link_suffix: "",
+        })
+    };
+    rec.served = Some(page.served);
+    rec.next_link = page.has_next;
+    let body = page.body;
     let body = match fault {
         ApiFault::Truncated => {
             let mut cut = body.len() / 2;

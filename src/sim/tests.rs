@@ -792,3 +792,794 @@ async fn tenant_ids_match_whatever_their_case() {
         .unwrap();
     assert_eq!(ids(&list(&sim, &tok, "").await.2), ["a"]);
 }
+
+// ---- Microsoft Graph alerts_v2 ----
+
+const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+const PREFER: &str = "include-unknown-enum-members";
+
+async fn token_with_scope(sim: &Simulator, tenant: &str, scope: &str) -> (u16, Value) {
+    post_token(
+        sim,
+        &format!("{tenant}/oauth2/v2.0/token"),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", APP),
+            ("client_secret", SECRET),
+            ("scope", scope),
+        ],
+    )
+    .await
+}
+
+async fn graph_token_for(sim: &Simulator, tenant: &str) -> String {
+    let (st, body) = token_with_scope(sim, tenant, GRAPH_SCOPE).await;
+    assert_eq!(st, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
+fn claims_of(token: &str) -> Value {
+    let claims = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap()
+}
+
+/// `GET {url}` (a path and query on the simulator, or an absolute nextLink).
+async fn graph_get(
+    sim: &Simulator,
+    token: &str,
+    url: &str,
+    prefer: bool,
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let url = if url.starts_with("http") {
+        url.to_owned()
+    } else {
+        format!("{}/v1.0/security/alerts_v2{url}", sim.url())
+    };
+    let mut req = http()
+        .get(url)
+        .bearer_auth(token)
+        .header("client-request-id", "c1d2e3f4-0000-4000-8000-000000000042")
+        .header(reqwest::header::USER_AGENT, "MdePartner-Contoso-Poller/1.0");
+    if prefer {
+        req = req.header("Prefer", PREFER);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
+}
+
+fn graph_sim(opts: SimOptions) -> Simulator {
+    let sim = Simulator::start(opts).unwrap();
+    sim.add_app(SimApp::with_secret(APP, SECRET));
+    sim.add_tenant(SimTenant::both(T1, APP));
+    sim
+}
+
+fn graph_alert(id: &str, lut: &str, source: &str) -> Value {
+    json!({"@odata.type": "#microsoft.graph.security.alert", "id": id, "lastUpdateDateTime": lut,
+           "createdDateTime": "2021-01-26T20:00:00Z", "serviceSource": source, "status": "new", "evidence": []})
+}
+
+fn assert_graph_error(status: u16, body: &str, want_status: u16, code: &str) -> Value {
+    assert_eq!(status, want_status, "{body}");
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["error"]["code"], code, "{body}");
+    assert!(v["error"]["message"].is_string(), "{body}");
+    let inner = &v["error"]["innerError"];
+    assert!(
+        inner["date"].is_string() && inner["request-id"].is_string(),
+        "{body}"
+    );
+    assert_eq!(
+        inner["client-request-id"],
+        "c1d2e3f4-0000-4000-8000-000000000042"
+    );
+    v
+}
+
+#[tokio::test]
+async fn graph_serves_the_mde_alerts_in_graph_shape_beside_alerts_only_graph_has() {
+    let sim = graph_sim(SimOptions::default());
+    let from = ts("2026-11-26T10:00:00Z");
+    let to = from.saturating_add(Duration::from_secs(3600));
+    let mde_ids = sim.generate_alerts(T1, 20, from, to);
+    let graph_ids = sim.generate_graph_alerts(T1, 30, from, to, &[]);
+    let tok = graph_token_for(&sim, T1).await;
+
+    let (st, _, body) = graph_get(&sim, &tok, "", true).await;
+    assert_eq!(st, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["@odata.context"]
+        .as_str()
+        .unwrap()
+        .ends_with("$metadata#security/alerts_v2"));
+    let value = v["value"].as_array().unwrap();
+    assert_eq!(value.len(), 50);
+    let mde: Vec<Value> = sim.current(T1);
+    assert_eq!(mde.len(), 20, "alerts only Graph has are not MDE's");
+    for m in &mde {
+        let g = value.iter().find(|g| g["id"] == m["id"]).expect("same id");
+        assert_eq!(g["@odata.type"], "#microsoft.graph.security.alert");
+        assert_eq!(
+            g["lastUpdateDateTime"], m["lastUpdateTime"],
+            "same time text"
+        );
+        assert_eq!(g["createdDateTime"], m["alertCreationTime"]);
+        assert_eq!(g["serviceSource"], "microsoftDefenderForEndpoint");
+        assert_eq!(
+            g["incidentId"],
+            m["incidentId"].as_u64().unwrap().to_string()
+        );
+        assert_eq!(g["tenantId"], T1);
+        let status = g["status"].as_str().unwrap();
+        assert!(
+            ["new", "inProgress", "resolved"].contains(&status),
+            "{status}"
+        );
+        let sev = g["severity"].as_str().unwrap();
+        assert!(["unknown", "informational", "low", "medium", "high"].contains(&sev));
+        let ev = g["evidence"].as_array().unwrap();
+        assert_eq!(ev.len(), m["evidence"].as_array().unwrap().len() + 1);
+        assert_eq!(
+            ev[0]["@odata.type"],
+            "#microsoft.graph.security.deviceEvidence"
+        );
+        assert_eq!(ev[0]["mdeDeviceId"], m["machineId"]);
+        for (e, me) in ev[1..].iter().zip(m["evidence"].as_array().unwrap()) {
+            let want = match me["entityType"].as_str().unwrap() {
+                "Process" => "processEvidence",
+                "File" => "fileEvidence",
+                "User" => "userEvidence",
+                "Ip" => "ipEvidence",
+                "Url" => "urlEvidence",
+                "Registry" => "registryValueEvidence",
+                other => panic!("{other}"),
+            };
+            assert_eq!(
+                e["@odata.type"],
+                format!("#microsoft.graph.security.{want}")
+            );
+        }
+    }
+    let only_graph: Vec<&Value> = value
+        .iter()
+        .filter(|g| graph_ids.contains(&g["id"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(only_graph.len(), 30);
+    let products: std::collections::HashSet<&str> = only_graph
+        .iter()
+        .map(|g| g["serviceSource"].as_str().unwrap())
+        .collect();
+    assert!(products.len() >= 4, "{products:?}");
+    assert!(!products.contains("microsoftDefenderForEndpoint"));
+    // The MDE API still serves its 20 only.
+    let mtok = token_for(&sim, T1).await;
+    let mut got = ids(&list(&sim, &mtok, "").await.2);
+    got.sort();
+    let mut want = mde_ids.clone();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(sim.versions(T1).len(), 20);
+    assert_eq!(sim.graph_versions(T1).len(), 50);
+
+    // An update is seen by both, at the same instant and text.
+    let later = ts("2026-11-26T12:00:00.1234567Z");
+    assert!(sim.update_alert(T1, &mde_ids[0], later));
+    assert!(sim.update_alert(T1, &graph_ids[0], later));
+    let (_, _, body) = graph_get(
+        &sim,
+        &tok,
+        "?$filter=lastUpdateDateTime ge 2026-11-26T12:00:00.1234567Z",
+        true,
+    )
+    .await;
+    let mut got = ids(&body);
+    got.sort();
+    let mut want = vec![mde_ids[0].clone(), graph_ids[0].clone()];
+    want.sort();
+    assert_eq!(got, want);
+    let g = sim
+        .graph_current(T1)
+        .into_iter()
+        .find(|g| g["id"] == graph_ids[0].as_str())
+        .unwrap();
+    assert_eq!(g["lastUpdateDateTime"], "2026-11-26T12:00:00.1234567Z");
+    assert!(!g["comments"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn graph_filter_takes_time_at_100_ns_and_service_source_with_eq_ne_in() {
+    let sim = graph_sim(SimOptions::default());
+    for (id, lut, src) in [
+        (
+            "below",
+            "2021-01-26T20:33:59.1999999Z",
+            "microsoftDefenderForEndpoint",
+        ),
+        (
+            "equal",
+            "2021-01-26T20:33:59.2Z",
+            "microsoftDefenderForOffice365",
+        ),
+        (
+            "above",
+            "2021-01-26T20:33:59.2000001Z",
+            "dataLossPrevention",
+        ),
+    ] {
+        sim.insert_graph_alert(T1, graph_alert(id, lut, src))
+            .unwrap();
+    }
+    let tok = graph_token_for(&sim, T1).await;
+    let cases: &[(&str, &[&str])] = &[
+        ("lastUpdateDateTime ge 2021-01-26T20:33:59.2000000Z", &["above", "equal"]),
+        ("lastUpdateDateTime gt 2021-01-26T20:33:59.2Z", &["above"]),
+        ("lastUpdateDateTime lt 2021-01-26T20:33:59.2Z", &["below"]),
+        ("lastUpdateDateTime le 2021-01-26T20:33:59.2Z", &["below", "equal"]),
+        ("lastUpdateDateTime eq 2021-01-26T20:33:59.20Z", &["equal"]),
+        ("lastUpdateDateTime ne 2021-01-26T20:33:59.2Z", &["above", "below"]),
+        ("serviceSource eq 'dataLossPrevention'", &["above"]),
+        ("serviceSource ne 'dataLossPrevention'", &["below", "equal"]),
+        ("serviceSource in ('microsoftDefenderForEndpoint', 'dataLossPrevention')", &["above", "below"]),
+        ("serviceSource eq 'microsoftDefenderForOffice365' or serviceSource eq 'dataLossPrevention'", &["above", "equal"]),
+        ("lastUpdateDateTime ge 2021-01-26T20:33:59.2Z and serviceSource eq 'microsoftDefenderForOffice365'", &["equal"]),
+        ("createdDateTime lt 2021-01-26T20:00:00.0000001Z and createdDateTime ge 2021-01-26T20:00:00Z", &["above", "below", "equal"]),
+        ("createdDateTime gt 2021-01-26T20:00:00Z", &[]),
+    ];
+    for (filter, want) in cases {
+        let q = format!("?$filter={}", encode_query_value_for_test(filter));
+        let (st, _, body) = graph_get(&sim, &tok, &q, true).await;
+        assert_eq!(st, 200, "{filter}: {body}");
+        let mut got = ids(&body);
+        got.sort();
+        assert_eq!(got, *want, "{filter}");
+    }
+    for bad in [
+        "lastUpdateTime ge 2021-01-26T20:33:59Z",
+        "lastUpdateDateTime ge '2021-01-26T20:33:59Z'",
+        "serviceSource eq 'microsoftDefenderForEndpoin'",
+        "status eq 'new'",
+    ] {
+        let q = format!("?$filter={}", encode_query_value_for_test(bad));
+        let (st, _, body) = graph_get(&sim, &tok, &q, true).await;
+        assert_graph_error(st, &body, 400, "BadRequest");
+    }
+    for bad in [
+        "?$top=-1",
+        "?$top=ten",
+        "?$skip=-1",
+        "?$count=yes",
+        "?$orderby=lastUpdateDateTime%20asc",
+        "?$top=1&$top=2",
+    ] {
+        let (st, _, body) = graph_get(&sim, &tok, bad, true).await;
+        assert_graph_error(st, &body, 400, "BadRequest");
+    }
+}
+
+fn encode_query_value_for_test(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
+/// Follows nextLinks from `first`; the ids of every page, and the request count.
+async fn graph_drain(sim: &Simulator, tok: &str, first: &str) -> (Vec<String>, Vec<usize>) {
+    let mut url = first.to_owned();
+    let mut all = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let (st, _, body) = graph_get(sim, tok, &url, true).await;
+        assert_eq!(st, 200, "{body}");
+        let page = ids(&body);
+        sizes.push(page.len());
+        all.extend(page);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        match v["@odata.nextLink"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+        assert!(sizes.len() < 100, "paging does not end");
+    }
+    (all, sizes)
+}
+
+#[tokio::test]
+async fn graph_top_is_clamped_silently_and_the_server_pages_by_next_link() {
+    let sim = graph_sim(SimOptions {
+        graph_per_minute: 0,
+        ..SimOptions::default()
+    });
+    let from = ts("2026-11-26T10:00:00Z");
+    sim.generate_alerts(
+        T1,
+        1200,
+        from,
+        from.saturating_add(Duration::from_secs(3600)),
+    );
+    sim.generate_graph_alerts(
+        T1,
+        1300,
+        from,
+        from.saturating_add(Duration::from_secs(3600)),
+        &[],
+    );
+    let tok = graph_token_for(&sim, T1).await;
+
+    // $top above 1,000 is no error: 1,000 come, and a link to the rest.
+    let (st, _, body) = graph_get(&sim, &tok, "?$top=5000&$count=true", true).await;
+    assert_eq!(st, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["value"].as_array().unwrap().len(), 1000);
+    assert_eq!(v["@odata.count"], 2500);
+    let next = v["@odata.nextLink"].as_str().unwrap();
+    assert!(
+        next.starts_with(&format!("{}/v1.0/security/alerts_v2?", sim.url())),
+        "absolute: {next}"
+    );
+    assert!(
+        next.contains("$skip=1000") && next.contains("$count=true"),
+        "{next}"
+    );
+
+    let (all, sizes) = graph_drain(&sim, &tok, "?$top=5000").await;
+    assert_eq!(sizes, [1000, 1000, 500]);
+    let unique: std::collections::HashSet<&String> = all.iter().collect();
+    assert_eq!((all.len(), unique.len()), (2500, 2500));
+    // Newest first, as documented.
+    let (_, _, body) = graph_get(&sim, &tok, "?$top=50", true).await;
+    let times: Vec<Timestamp> = serde_json::from_str::<Value>(&body).unwrap()["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| ts(a["lastUpdateDateTime"].as_str().unwrap()))
+        .collect();
+    assert!(times.iter().rev().is_sorted(), "most recent first");
+
+    // A server that serves fewer than asked, for one tenant: still a nextLink.
+    sim.set_graph_clamp(Some(T1), Some(300));
+    let (all, sizes) = graph_drain(
+        &sim,
+        &tok,
+        "?$top=1000&$filter=serviceSource%20ne%20'microsoftDefenderForEndpoint'",
+    )
+    .await;
+    assert_eq!(sizes, [300, 300, 300, 300, 100]);
+    assert_eq!(all.len(), 1300);
+    assert_eq!(
+        sim.requests()
+            .iter()
+            .filter(|r| r.kind == RequestKind::GraphAlerts && r.next_link)
+            .filter(|r| r.served == Some(300))
+            .count(),
+        4
+    );
+    sim.set_graph_clamp(Some(T1), None);
+    let (_, sizes) = graph_drain(&sim, &tok, "?$top=1000").await;
+    assert_eq!(sizes, [1000, 1000, 500]);
+    // $top=0 serves nothing and links nowhere.
+    let (_, _, body) = graph_get(&sim, &tok, "?$top=0", true).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["value"].as_array().unwrap().is_empty() && v.get("@odata.nextLink").is_none());
+}
+
+#[tokio::test]
+async fn next_links_page_over_live_data_so_an_update_between_pages_skips_and_repeats() {
+    let sim = graph_sim(SimOptions::default());
+    let from = ts("2026-11-26T10:00:00Z");
+    sim.generate_graph_alerts(
+        T1,
+        30,
+        from,
+        from.saturating_add(Duration::from_secs(3600)),
+        &[],
+    );
+    let tok = graph_token_for(&sim, T1).await;
+    let (_, _, body) = graph_get(&sim, &tok, "?$top=10", true).await;
+    let first = ids(&body);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let next = v["@odata.nextLink"].as_str().unwrap().to_owned();
+    // Which alert is 21st now: update it, so it moves to the top.
+    let (_, _, all) = graph_get(&sim, &tok, "", true).await;
+    let moved = ids(&all)[20].clone();
+    assert!(sim.update_alert(T1, &moved, ts("2026-11-27T00:00:00Z")));
+
+    let (rest, _) = graph_drain(&sim, &tok, &next).await;
+    let seen: Vec<&String> = first.iter().chain(rest.iter()).collect();
+    let unique: std::collections::HashSet<&&String> = seen.iter().collect();
+    assert_eq!(seen.len(), 30, "every page as long as before");
+    assert_eq!(unique.len(), 29, "one alert served twice");
+    assert!(
+        !seen.contains(&&moved),
+        "the updated alert is skipped by offset paging"
+    );
+}
+
+#[tokio::test]
+async fn tokens_name_their_api_in_aud_and_carry_its_roles_only() {
+    let sim = graph_sim(SimOptions::default());
+    sim.add_tenant(SimTenant::consented(T2, APP)); // MDE roles only
+    let t3 = "33333333-3333-4333-8333-333333333333";
+    sim.add_tenant(SimTenant::graph(t3, APP));
+    sim.insert_alert(T1, alert("a", "2026-01-01T00:00:00Z"))
+        .unwrap();
+
+    let mtok = token_for(&sim, T1).await;
+    let gtok = graph_token_for(&sim, T1).await;
+    assert_eq!(
+        claims_of(&mtok)["aud"],
+        "https://api.securitycenter.microsoft.com"
+    );
+    assert_eq!(claims_of(&mtok)["roles"], json!(["Alert.Read.All"]));
+    assert_eq!(claims_of(&gtok)["aud"], "https://graph.microsoft.com");
+    assert_eq!(claims_of(&gtok)["roles"], json!(["SecurityAlert.Read.All"]));
+    assert_eq!(claims_of(&gtok)["tid"], T1);
+    for (scope, aud) in [
+        (
+            "https://graph.microsoft.us/.default",
+            "https://graph.microsoft.us",
+        ),
+        (
+            "https://dod-graph.microsoft.us/.default",
+            "https://dod-graph.microsoft.us",
+        ),
+        (
+            "https://api-gov.securitycenter.microsoft.us/.default",
+            "https://api-gov.securitycenter.microsoft.us",
+        ),
+    ] {
+        let (st, body) = token_with_scope(&sim, T1, scope).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(
+            claims_of(body["access_token"].as_str().unwrap())["aud"],
+            aud
+        );
+    }
+    let scopes: Vec<String> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.kind == RequestKind::Token)
+        .filter_map(|r| r.scope.clone())
+        .collect();
+    assert!(
+        scopes.contains(&"https://dod-graph.microsoft.us".to_owned()),
+        "{scopes:?}"
+    );
+
+    // Each API refuses the other's token with 401.
+    assert_eq!(list(&sim, &gtok, "").await.0, 401);
+    assert_eq!(list(&sim, &mtok, "").await.0, 200);
+    let (st, _, body) = graph_get(&sim, &mtok, "", true).await;
+    let v = assert_graph_error(st, &body, 401, "InvalidAuthenticationToken");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Invalid audience"));
+    assert_eq!(graph_get(&sim, &gtok, "", true).await.0, 200);
+    let (st, _, body) = graph_get(&sim, "not-a-token", "", true).await;
+    assert_graph_error(st, &body, 401, "InvalidAuthenticationToken");
+
+    // A tenant with MDE roles only: its Graph token has no role → 403.
+    let g2 = graph_token_for(&sim, T2).await;
+    assert!(claims_of(&g2).get("roles").is_none());
+    let (st, _, body) = graph_get(&sim, &g2, "", true).await;
+    let v = assert_graph_error(st, &body, 403, "Forbidden");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Missing application roles. API required roles: SecurityAlert.Read.All"));
+    assert_eq!(list(&sim, &token_for(&sim, T2).await, "").await.0, 200);
+    // A tenant with the Graph role only: its MDE token has none → 403 there.
+    let m3 = token_for(&sim, t3).await;
+    assert!(claims_of(&m3).get("roles").is_none());
+    assert_eq!(list(&sim, &m3, "").await.0, 403);
+    assert_eq!(
+        graph_get(&sim, &graph_token_for(&sim, t3).await, "", true)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn graph_budget_is_150_a_minute_with_retry_after_apart_from_the_mde_budget() {
+    let sim = graph_sim(SimOptions {
+        per_minute: 2,
+        ..SimOptions::default()
+    });
+    sim.add_tenant(SimTenant::both(T2, APP));
+    let tok = graph_token_for(&sim, T1).await;
+    let mtok = token_for(&sim, T1).await;
+    // The MDE budget spent first does not touch Graph's.
+    assert_eq!(list(&sim, &mtok, "").await.0, 200);
+    assert_eq!(list(&sim, &mtok, "").await.0, 200);
+    assert_eq!(list(&sim, &mtok, "").await.0, 429);
+    for i in 0..150 {
+        assert_eq!(
+            graph_get(&sim, &tok, "?$top=1", true).await.0,
+            200,
+            "call {i}"
+        );
+    }
+    let (st, headers, body) = graph_get(&sim, &tok, "?$top=1", true).await;
+    assert_graph_error(st, &body, 429, "TooManyRequests");
+    let secs: u64 = headers[RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    let rec = sim.requests();
+    let throttled: Vec<_> = rec
+        .iter()
+        .filter(|r| r.kind == RequestKind::GraphAlerts && r.status == 429)
+        .collect();
+    assert_eq!(throttled.len(), 1);
+    assert_eq!(throttled[0].retry_after, Some(secs));
+    // Another tenant of the same app has its own.
+    assert_eq!(
+        graph_get(&sim, &graph_token_for(&sim, T2).await, "", true)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn evolvable_enums_are_unknown_future_value_without_the_prefer_header() {
+    let sim = graph_sim(SimOptions::default());
+    let from = ts("2026-11-26T10:00:00Z");
+    sim.generate_graph_alerts(
+        T1,
+        10,
+        from,
+        from.saturating_add(Duration::from_secs(60)),
+        &[ServiceSource::DefenderForCloud],
+    );
+    sim.generate_graph_alerts(
+        T1,
+        5,
+        from,
+        from.saturating_add(Duration::from_secs(60)),
+        &[ServiceSource::DefenderForIdentity],
+    );
+    let tok = graph_token_for(&sim, T1).await;
+    sim.clear_requests();
+    let sources = |body: &str, key: &str| -> Vec<String> {
+        let v: Value = serde_json::from_str(body).unwrap();
+        v["value"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a[key].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, _, with) = graph_get(&sim, &tok, "", true).await;
+    let (_, _, without) = graph_get(&sim, &tok, "", false).await;
+    let count = |list: &[String], v: &str| list.iter().filter(|s| *s == v).count();
+    let with_src = sources(&with, "serviceSource");
+    let without_src = sources(&without, "serviceSource");
+    assert_eq!(count(&with_src, "microsoftDefenderForCloud"), 10);
+    assert_eq!(count(&with_src, "unknownFutureValue"), 0);
+    assert_eq!(count(&without_src, "unknownFutureValue"), 10);
+    assert_eq!(
+        count(&without_src, "microsoftDefenderForIdentity"),
+        5,
+        "older members stay"
+    );
+    assert_eq!(
+        count(&sources(&without, "detectionSource"), "unknownFutureValue"),
+        10
+    );
+    assert!(sources(&with, "detectionSource")
+        .iter()
+        .all(|d| d != "unknownFutureValue"));
+    // The Prefer header and the User-Agent are in the log.
+    let rec = sim.requests();
+    assert_eq!(rec[0].prefer.as_deref(), Some(PREFER));
+    assert_eq!(rec[1].prefer, None);
+    assert_eq!(rec[0].kind, RequestKind::GraphAlerts);
+    assert_eq!(
+        rec[0].user_agent.as_deref(),
+        Some("MdePartner-Contoso-Poller/1.0")
+    );
+    assert_eq!(rec[0].served, Some(15));
+}
+
+#[tokio::test]
+async fn a_retired_mde_api_answers_404_or_410_naming_the_retirement() {
+    let sim = graph_sim(SimOptions {
+        mde_retired: Some(410),
+        ..SimOptions::default()
+    });
+    sim.insert_alert(T1, alert("a", "2026-01-01T00:00:00Z"))
+        .unwrap();
+    let mtok = token_for(&sim, T1).await;
+    let (st, _, body) = list(&sim, &mtok, "").await;
+    assert_eq!(st, 410);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"]["code"], "Gone");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("retired"),
+        "{body}"
+    );
+    assert_eq!(
+        sim.requests().last().unwrap().tenant_id.as_deref(),
+        Some(T1)
+    );
+    sim.set_mde_retired(Some(404));
+    let (st, _, body) = list(&sim, &mtok, "").await;
+    assert_eq!(st, 404);
+    assert!(body.contains("retired"));
+    // Graph keeps working, and the MDE API comes back when asked.
+    let gtok = graph_token_for(&sim, T1).await;
+    assert_eq!(ids(&graph_get(&sim, &gtok, "", true).await.2), ["a"]);
+    sim.set_mde_retired(None);
+    assert_eq!(list(&sim, &mtok, "").await.0, 200);
+}
+
+#[tokio::test]
+async fn latency_is_a_fixed_cost_plus_a_cost_per_alert_and_blocks_nothing() {
+    let sim = graph_sim(SimOptions {
+        latency: Latency {
+            fixed: Duration::from_millis(400),
+            per_alert: Duration::ZERO,
+        },
+        ..SimOptions::default()
+    });
+    let from = ts("2026-11-26T10:00:00Z");
+    sim.generate_alerts(T1, 100, from, from.saturating_add(Duration::from_secs(60)));
+    let mtok = token_for(&sim, T1).await;
+    let gtok = graph_token_for(&sim, T1).await;
+    // Four at once on this one-thread runtime: a blocking sleep would take 1.6 s.
+    let t0 = std::time::Instant::now();
+    let (a, b, c, d) = tokio::join!(
+        list(&sim, &mtok, "?$top=1"),
+        list(&sim, &mtok, "?$top=1"),
+        graph_get(&sim, &gtok, "?$top=1", true),
+        graph_get(&sim, &gtok, "?$top=1", true),
+    );
+    let took = t0.elapsed();
+    assert_eq!((a.0, b.0, c.0, d.0), (200, 200, 200, 200));
+    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(
+        took < Duration::from_millis(1200),
+        "answers overlap: {took:?}"
+    );
+
+    // The cost per alert, on both APIs.
+    sim.set_latency(Latency {
+        fixed: Duration::ZERO,
+        per_alert: Duration::from_millis(4),
+    });
+    for api in [Api::Mde, Api::Graph] {
+        let t0 = std::time::Instant::now();
+        let st = match api {
+            Api::Mde => list(&sim, &mtok, "?$top=100").await.0,
+            Api::Graph => graph_get(&sim, &gtok, "?$top=100", true).await.0,
+        };
+        assert_eq!(st, 200);
+        assert!(
+            t0.elapsed() >= Duration::from_millis(400),
+            "{api:?}: {:?}",
+            t0.elapsed()
+        );
+    }
+}
+
+#[tokio::test]
+async fn injected_faults_apply_to_alerts_v2_with_graph_bodies() {
+    let sim = graph_sim(SimOptions::default());
+    sim.generate_graph_alerts(
+        T1,
+        20,
+        ts("2026-01-01T00:00:00Z"),
+        ts("2026-01-02T00:00:00Z"),
+        &[],
+    );
+    let tok = graph_token_for(&sim, T1).await;
+    let set = |f: Faults| sim.set_faults(Some(T1), f);
+    set(Faults {
+        p_500: 1.0,
+        ..Faults::none()
+    });
+    let (st, _, body) = graph_get(&sim, &tok, "", true).await;
+    assert_graph_error(st, &body, 500, "UnknownError");
+    set(Faults {
+        p_503: 1.0,
+        retry_after_secs: 7,
+        ..Faults::none()
+    });
+    let (st, h, body) = graph_get(&sim, &tok, "", true).await;
+    assert_graph_error(st, &body, 503, "ServiceUnavailable");
+    assert!(h.contains_key(RETRY_AFTER));
+    set(Faults {
+        p_429: 1.0,
+        ..Faults::none()
+    });
+    let (st, h, body) = graph_get(&sim, &tok, "", true).await;
+    assert_graph_error(st, &body, 429, "TooManyRequests");
+    assert!(h.contains_key(RETRY_AFTER));
+    set(Faults {
+        p_truncated: 1.0,
+        ..Faults::none()
+    });
+    let (st, _, body) = graph_get(&sim, &tok, "", true).await;
+    assert_eq!(st, 200);
+    assert!(serde_json::from_str::<Value>(&body).is_err());
+    set(Faults::none());
+    assert_eq!(ids(&graph_get(&sim, &tok, "", true).await.2).len(), 20);
+}
+
+/// Not a unit test: `cargo test --release --lib sim::tests::graph_pages_of_1k -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn graph_pages_of_1k_out_of_100k_are_fast() {
+    let sim = graph_sim(SimOptions {
+        graph_per_minute: 0,
+        ..SimOptions::default()
+    });
+    let from = ts("2026-01-01T00:00:00Z");
+    let to = from.saturating_add(Duration::from_secs(86_400));
+    let t0 = std::time::Instant::now();
+    sim.generate_alerts(T1, 100_000, from, to);
+    println!("generate 100k MDE: {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
+    sim.prepare_graph(T1);
+    println!("render 100k in Graph form: {:?}", t0.elapsed());
+    let t0 = std::time::Instant::now();
+    sim.generate_graph_alerts(T1, 100_000, from, to, &[]);
+    println!("generate 100k Graph-only: {:?}", t0.elapsed());
+    let tok = graph_token_for(&sim, T1).await;
+    for q in [
+        "?$top=1000",
+        "?$top=1000&$skip=150000",
+        "?$top=1000&$filter=lastUpdateDateTime%20ge%202026-01-01T12:00:00Z",
+    ] {
+        let t0 = std::time::Instant::now();
+        let (st, _, body) = graph_get(&sim, &tok, q, true).await;
+        println!("{q}: {:?}, {} bytes", t0.elapsed(), body.len());
+        assert_eq!(st, 200);
+    }
+}
+
+#[tokio::test]
+async fn graph_activity_mixes_products_and_graph_alerts_need_id_and_time() {
+    let sim = graph_sim(SimOptions::default());
+    let task = sim.spawn_graph_activity(
+        T1,
+        Activity {
+            every: Duration::from_millis(10),
+            new: 4,
+            updates: 1,
+            late_fraction: 0.0,
+            max_late: Duration::ZERO,
+        },
+        &[],
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sim.alert_count(T1) < 60 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sim.shutdown();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+    let all = sim.graph_current(T1);
+    let mde = sim.current(T1);
+    assert!(all.len() >= 60, "{}", all.len());
+    assert!(
+        !mde.is_empty() && mde.len() < all.len(),
+        "both kinds appear"
+    );
+    assert_eq!(
+        sim.insert_graph_alert(
+            T1,
+            json!({"id": "x", "lastUpdateTime": "2026-01-01T00:00:00Z"})
+        ),
+        Err(AlertError::BadLastUpdateDateTime("x".into()))
+    );
+    assert_eq!(
+        sim.insert_graph_alert(T1, json!({"lastUpdateDateTime": "2026-01-01T00:00:00Z"})),
+        Err(AlertError::NoId)
+    );
+}

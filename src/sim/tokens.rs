@@ -30,6 +30,37 @@ pub(crate) const MDE_RESOURCES: &[&str] = &[
     "fc780465-2017-40d4-a0c5-307022471b92",
 ];
 
+/// Microsoft Graph under its names in every cloud (global and gcc share one
+/// host), and its app id.
+pub(crate) const GRAPH_RESOURCES: &[&str] = &[
+    "https://graph.microsoft.com",
+    "https://graph.microsoft.us",
+    "https://dod-graph.microsoft.us",
+    "00000003-0000-0000-c000-000000000000",
+];
+
+/// Application roles that belong to Microsoft Graph; every other role a
+/// tenant grants is taken as one of the WindowsDefenderATP API (`Alert.Read.All`,
+/// `Machine.Read.All`, …). A token carries only the roles of its audience.
+pub(crate) const GRAPH_ROLES: &[&str] = &[
+    "SecurityAlert.Read.All",
+    "SecurityAlert.ReadWrite.All",
+    "SecurityIncident.Read.All",
+    "SecurityIncident.ReadWrite.All",
+    "SecurityEvents.Read.All",
+    "SecurityEvents.ReadWrite.All",
+    "ThreatHunting.Read.All",
+];
+
+/// The roles of `granted` that a token for `api` carries.
+pub(crate) fn roles_for(api: super::Api, granted: &[String]) -> Vec<String> {
+    granted
+        .iter()
+        .filter(|r| GRAPH_ROLES.contains(&r.as_str()) == (api == super::Api::Graph))
+        .cloned()
+        .collect()
+}
+
 /// A token-endpoint refusal, rendered exactly as Entra writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AadError {
@@ -82,7 +113,16 @@ pub(crate) struct IssuedToken {
     pub tenant_id: String,
     pub client_id: String,
     pub expires: SystemTime,
-    pub has_role: bool,
+    /// Which API the token's `aud` names.
+    pub api: super::Api,
+    /// The `roles` claim (empty: no claim).
+    pub roles: Vec<String>,
+}
+
+impl IssuedToken {
+    pub(crate) fn has_any(&self, roles: &[&str]) -> bool {
+        self.roles.iter().any(|r| roles.contains(&r.as_str()))
+    }
 }
 
 /// A v1.0 access token: real JWT header and claims, random "signature".

@@ -128,3 +128,25 @@ async fn a_ca_bundle_with_a_certificate_is_accepted() {
     // And the client built with it still reaches the (plain-HTTP loopback) simulator.
     assert_eq!(w.once(&config).await.code, Some(0));
 }
+
+/// A store that forgets alerts a poll still reaches would emit them again as
+/// new on every restart: refused, naming both keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retention_shorter_than_the_first_lookback_exits_78_naming_both_keys() {
+    let w = World::new().await;
+    let text = base(GOOD_TENANT).replace("[store]\n", "[store]\nretention = \"12h\"\n");
+    let path = w.path("short.toml");
+    std::fs::write(&path, text).unwrap();
+    for args in [&["check", "--config-only"][..], &["once"][..]] {
+        let run = w.run(&path, args).await;
+        assert_eq!(run.code, Some(78), "{args:?}: {}", run.stderr);
+        for key in ["store.retention", "poll.first_lookback", "short.toml"] {
+            assert!(
+                run.stderr.contains(key),
+                "{args:?}: no {key}: {}",
+                run.stderr
+            );
+        }
+        assert!(run.stdout.is_empty());
+    }
+}

@@ -340,6 +340,51 @@ async fn a_certificate_not_uploaded_is_refused_with_a_hint() {
     );
 }
 
+/// A certificate replaced at the same path is seen by its thumbprint when a
+/// reload loads the config (never read by a poll): the tenant restarts, and
+/// its next token is asked for with the new certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_replaced_at_the_same_path_is_used_after_a_reload() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    let old = openssl_cert(w.dir.path(), "old");
+    let new = openssl_cert(w.dir.path(), "new");
+    register(&w, &old);
+    let config = cert_config(&w, &old.path);
+    let mut d = w.daemon(&config);
+    d.wait_for_events("poll_finished", 1, LONG, |_| true).await;
+
+    // The rotation: the app registration and the file both hold the new one.
+    // Tokens already issued stay valid, so only a new token source asks again.
+    register(&w, &new);
+    std::fs::copy(&new.path, &old.path).unwrap();
+    w.sim.clear_requests();
+    d.signal(Signal::SIGHUP);
+    d.wait_for_events("tenant_changed", 1, LONG, |_| true).await;
+    let late = w.sim.generate_alerts(
+        &t,
+        1,
+        ago(Duration::from_secs(3)),
+        ago(Duration::from_secs(2)),
+    );
+    wait_until("an alert after the rotation", LONG, || {
+        w.records()
+            .iter()
+            .any(|r| r["alert"]["id"] == late[0].as_str())
+    })
+    .await;
+    let tokens: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Token)
+        .collect();
+    assert!(
+        !tokens.is_empty() && tokens.iter().all(|r| r.status == 200),
+        "a token signed with the new certificate: {tokens:?}"
+    );
+}
+
 // ---- secrets ----
 
 /// Every place a secret could leak to after runs in `w`: the runs' stdout and

@@ -1,0 +1,168 @@
+//! The resolved settings the rest of the daemon reads: checked, with secrets
+//! read, the certificate and the CA bundle parsed, and paths made absolute.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::auth::{Credential, TokenRequest};
+
+/// Everything the daemon needs, validated and resolved (secrets read, cloud
+/// presets applied, relative paths made absolute).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file this came from (for messages and reloads).
+    pub source: PathBuf,
+    pub poll: PollSettings,
+    pub store: StoreSettings,
+    pub output: OutputSettings,
+    pub log: LogSettings,
+    pub http: HttpSettings,
+    pub metrics: MetricsSettings,
+    /// Every tenant, enabled or not, sorted by name.
+    pub tenants: Vec<TenantSettings>,
+    /// Things an operator should know that are not errors (inline secret,
+    /// secret file readable by others, unknown `MDE_POLLER_*` variable); logged
+    /// as WARN once tracing is up.
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// The tenants to poll, by name.
+    pub fn enabled_tenants(&self) -> impl Iterator<Item = &TenantSettings> {
+        self.tenants.iter().filter(|t| t.enabled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollSettings {
+    pub interval: Duration,
+    /// A cron expression with seconds; replaces `interval` when set.
+    pub schedule: Option<String>,
+    pub lookback: Duration,
+    pub first_lookback: Duration,
+    pub page_size: u32,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    pub expand_evidence: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Raw,
+    Ecs,
+    Ocsf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSettings {
+    pub format: OutputFormat,
+    pub target: OutputTarget,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive; `RUST_LOG`, when set, wins.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// `[metrics]`: the Prometheus endpoint, off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// `http.ca_file`, parsed when the config loads.
+    pub ca_bundle: Option<CaBundle>,
+    pub proxy: Option<String>,
+    /// `MdePartner-{partner}-MdePoller/{version}` when `[app] partner` is set,
+    /// else `mde-poller/{version}`.
+    pub user_agent: String,
+}
+
+/// The extra CA certificates of `http.ca_file`, parsed once at load so that a
+/// bad bundle is a config error (exit 78) and building a client reads no file.
+#[derive(Clone)]
+pub struct CaBundle {
+    pub path: PathBuf,
+    pub certificates: Vec<reqwest::Certificate>,
+    /// Of the file's bytes: two bundles are the same when their contents are
+    /// (a reload sees a replaced bundle behind the same path).
+    pub digest: u64,
+}
+
+impl PartialEq for CaBundle {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.digest == other.digest
+    }
+}
+
+/// The path and digest: what tells two bundles apart.
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaBundle")
+            .field("path", &self.path)
+            .field("certificates", &self.certificates.len())
+            .field("digest", &format_args!("{:016x}", self.digest))
+            .finish()
+    }
+}
+
+/// One customer tenant, with the app and endpoints it uses resolved.
+#[derive(Debug, Clone)]
+pub struct TenantSettings {
+    /// The `[tenants.NAME]` key: `[a-z0-9_-]+`.
+    pub name: String,
+    /// Lower-case GUID.
+    pub tenant_id: String,
+    pub enabled: bool,
+    pub client_id: String,
+    pub credential: Credential,
+    /// e.g. `https://login.microsoftonline.com` (no trailing slash).
+    pub login_url: String,
+    /// e.g. `https://api.securitycenter.microsoft.com` (no trailing slash).
+    pub api_url: String,
+    /// e.g. `https://api.securitycenter.microsoft.com/.default`.
+    pub token_scope: String,
+}
+
+impl TenantSettings {
+    /// What `auth` needs to request this tenant's tokens.
+    pub fn token_request(&self) -> TokenRequest {
+        TokenRequest {
+            tenant: self.name.clone(),
+            tenant_id: self.tenant_id.clone(),
+            client_id: self.client_id.clone(),
+            login_url: self.login_url.clone(),
+            scope: self.token_scope.clone(),
+            credential: self.credential.clone(),
+        }
+    }
+}
+
+/// So that `TokenSource::new(http, &tenant)` takes the tenant as it is.
+impl From<&TenantSettings> for TokenRequest {
+    fn from(tenant: &TenantSettings) -> Self {
+        tenant.token_request()
+    }
+}
