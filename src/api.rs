@@ -17,6 +17,9 @@ use crate::backoff::Backoff;
 use crate::ratelimit::CallBudget;
 use crate::timestamp::Timestamp;
 
+/// This API's `source` label in the request metrics.
+const SOURCE: &str = crate::metrics::SOURCE_MDE;
+
 /// Retries of one request within one poll (beyond the first try).
 const MAX_RETRIES: u32 = 5;
 
@@ -371,7 +374,10 @@ impl AlertsApi {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| ApiError::Transport(describe(&e)))?;
+            .map_err(|e| ApiError::Transport(describe(&e)));
+        crate::metrics::global()
+            .api_request(SOURCE, response.as_ref().ok().map(|r| r.status().as_u16()));
+        let response = response?;
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -385,6 +391,9 @@ impl AlertsApi {
             return Ok(());
         }
         let message = error_message(buf);
+        if matches!(status, 429 | 503) {
+            crate::metrics::global().throttled(SOURCE);
+        }
         Err(match status {
             401 => ApiError::Unauthorized { message },
             403 => ApiError::Forbidden { message },

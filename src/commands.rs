@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiError, Query};
 use crate::auth::Claims;
 use crate::config::{Settings, TenantSettings};
-use crate::ratelimit::CallBudget;
+use crate::ratelimit::{CallBudget, PER_HOUR, PER_MINUTE};
 use crate::scheduler;
 use crate::store::Store;
 use crate::timestamp::Timestamp;
@@ -253,6 +253,35 @@ pub struct StatusRow {
     pub lag_seconds: Option<u64>,
     pub alerts_stored: u64,
     pub last_error: Option<String>,
+    /// Finished polls that failed since the last success.
+    pub consecutive_failures: u64,
+    /// When the next poll is due: the last poll's start plus `interval`
+    /// (an estimate: a paused or throttled tenant skips ticks); `null` with
+    /// a cron `schedule`, whose own times say it, or before any poll.
+    pub next_poll: Option<String>,
+    /// Calls to the alerts API left in the tenant's budget, from the calls
+    /// finished polls recorded (a poll still running is not counted yet).
+    pub budget_left: BudgetLeft,
+    /// The last audit's result; `null` until one ran.
+    pub last_audit: Option<AuditRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BudgetLeft {
+    /// Of 100 in the last minute.
+    pub minute: u64,
+    /// Of 1,500 in the last hour.
+    pub hour: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AuditRow {
+    pub ended: String,
+    pub since: String,
+    pub in_api: u64,
+    pub emitted: u64,
+    pub missing: u64,
+    pub repaired: u64,
 }
 
 /// Reads the database (read-only: works while the daemon runs).
@@ -275,6 +304,25 @@ pub fn status(settings: &Settings) -> anyhow::Result<Vec<StatusRow>> {
             cursor: s.cursor.map(|c| c.text),
             alerts_stored: s.alerts_stored,
             last_error: s.last_error,
+            consecutive_failures: s.consecutive_failures,
+            next_poll: match settings.poll.schedule {
+                Some(_) => None,
+                None => s
+                    .last_poll_started
+                    .map(|t| t.saturating_add(settings.poll.interval).to_millis_string()),
+            },
+            budget_left: BudgetLeft {
+                minute: (PER_MINUTE as u64).saturating_sub(s.calls_last_minute),
+                hour: (PER_HOUR as u64).saturating_sub(s.calls_last_hour),
+            },
+            last_audit: s.last_audit.map(|a| AuditRow {
+                ended: a.ended.to_millis_string(),
+                since: a.since.to_millis_string(),
+                in_api: a.in_api,
+                emitted: a.emitted,
+                missing: a.missing,
+                repaired: a.repaired,
+            }),
         })
         .collect())
 }
@@ -285,12 +333,21 @@ pub fn status_report(rows: &[StatusRow], json: bool) -> String {
         return serde_json::to_string_pretty(rows).expect("plain data serializes") + "\n";
     }
     let mut out = format!(
-        "{:<20} {:<25} {:<25} {:<30} {:>8} {:>8}  LAST ERROR\n",
-        "TENANT", "LAST POLL", "LAST SUCCESS", "CURSOR", "LAG", "ALERTS"
+        "{:<20} {:<25} {:<25} {:<30} {:>8} {:>8} {:>5} {:<25} {:>10} {:<14}  LAST ERROR\n",
+        "TENANT",
+        "LAST POLL",
+        "LAST SUCCESS",
+        "CURSOR",
+        "LAG",
+        "ALERTS",
+        "FAILS",
+        "NEXT POLL",
+        "BUDGET M/H",
+        "AUDIT MISSING"
     );
     for r in rows {
         out.push_str(&format!(
-            "{:<20} {:<25} {:<25} {:<30} {:>8} {:>8}  {}\n",
+            "{:<20} {:<25} {:<25} {:<30} {:>8} {:>8} {:>5} {:<25} {:>10} {:<14}  {}\n",
             r.tenant,
             r.last_poll.as_deref().unwrap_or("never"),
             r.last_success.as_deref().unwrap_or("never"),
@@ -301,6 +358,12 @@ pub fn status_report(rows: &[StatusRow], json: bool) -> String {
                 )
                 .to_string()),
             r.alerts_stored,
+            r.consecutive_failures,
+            r.next_poll.as_deref().unwrap_or("-"),
+            format!("{}/{}", r.budget_left.minute, r.budget_left.hour),
+            r.last_audit
+                .as_ref()
+                .map_or("never".to_owned(), |a| a.missing.to_string()),
             r.last_error.as_deref().unwrap_or("")
         ));
     }

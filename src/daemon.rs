@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{self, Settings};
 use crate::events;
 use crate::logging::LogHandle;
+use crate::metrics::server;
 use crate::notify::{self, SystemdObserver};
 use crate::output::Sink;
 use crate::poll::{Emitter, PollEnv};
@@ -26,6 +27,10 @@ use crate::timestamp::Timestamp;
 /// How long polls get to finish after SIGTERM before they are abandoned;
 /// well inside systemd's default 90 s and the 10 s we promise.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+
+/// Without a systemd watchdog, `/healthz` calls a heartbeat (it beats every
+/// second) older than this a stall.
+const HEALTHZ_STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// Opens the store and the output named by `settings`.
 pub async fn open_env(settings: &Settings) -> anyhow::Result<PollEnv> {
@@ -52,8 +57,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let env = open_env(&settings).await?;
     let observer = SystemdObserver::default();
-    let mut scheduler = Scheduler::start(&settings, env.clone(), observer.clone()).await?;
     let background = CancellationToken::new();
+    serve_metrics(&settings, &env, &observer, background.clone()).await?;
+    let mut scheduler = Scheduler::start(&settings, env.clone(), observer.clone()).await?;
     observer.spawn_watchdog(background.clone());
     spawn_pruning(env.clone(), settings.store.retention, background.clone());
     notify::ready();
@@ -114,6 +120,9 @@ async fn reload(
     if new.store.path != current.store.path {
         events::restart_needed("store.path");
     }
+    if new.metrics != current.metrics {
+        events::restart_needed("metrics.listen");
+    }
     if new.output != current.output {
         match Sink::open(&new.output.target) {
             Ok(sink) => {
@@ -129,11 +138,48 @@ async fn reload(
     }
     match scheduler.reload(&new).await {
         Ok(()) => {
+            crate::metrics::global().configured(&new);
             events::reloaded(new.enabled_tenants().count());
             *current = new;
         }
         Err(e) => events::reload_failed(&e),
     }
+}
+
+/// The metrics as the store left them (a restart keeps each tenant's last
+/// success, cursor and failures), served on `[metrics] listen` if set, with
+/// `/healthz` judged by the scheduler's heartbeat, as the watchdog is.
+async fn serve_metrics(
+    settings: &Settings,
+    env: &PollEnv,
+    observer: &SystemdObserver,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let registry = crate::metrics::global();
+    // A database that cannot be read fails the first poll loudly; the
+    // gauges then fill in as polls end.
+    if let Ok(rows) = crate::poll::blocking(&env.store, |s| s.status()).await {
+        registry.seed(settings, &rows);
+    }
+    registry.configured(settings);
+    let Some(addr) = settings.metrics.listen else {
+        return Ok(());
+    };
+    let listener = server::bind(addr)
+        .await
+        .with_context(|| format!("metrics.listen: cannot listen on {addr}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    events::metrics_listening(&bound);
+    if !addr.ip().is_loopback() {
+        events::metrics_exposed(&bound);
+    }
+    let beat = observer.clone();
+    let health = server::Health {
+        heartbeat: Arc::new(move || beat.silence()),
+        stale_after: SystemdObserver::watchdog_period().unwrap_or(HEALTHZ_STALE_AFTER),
+    };
+    server::spawn(listener, registry, health, cancel);
+    Ok(())
 }
 
 fn reopen_output(env: &PollEnv) {

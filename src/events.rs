@@ -8,12 +8,16 @@
 //! report the same thing cannot drift apart. docs/DEPLOY.md's "Log events"
 //! table lists them all; a test below keeps the table and this file equal,
 //! and another that no other module calls `tracing` itself.
+//!
+//! The metrics that count these events are counted here too, beside their
+//! line, so that a log line and its counter cannot disagree.
 
 use std::fmt::{Debug, Display};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::auth::AuthError;
+use crate::metrics;
 use crate::poll::{PollError, PollReport};
 use crate::timestamp::Timestamp;
 
@@ -57,6 +61,19 @@ pub fn scheduler_stalled(since_ms: u64) {
         event = "scheduler_stalled",
         since_ms,
         "scheduler made no progress; withholding the watchdog ping"
+    );
+}
+
+pub fn metrics_listening(address: &impl Display) {
+    tracing::info!(event = "metrics_listening", address = %address, "serving /metrics and /healthz");
+}
+
+/// `[metrics] listen` names an address other hosts can reach.
+pub fn metrics_exposed(address: &impl Display) {
+    tracing::warn!(
+        event = "metrics_exposed",
+        address = %address,
+        "/metrics and /healthz are served beyond loopback, to whoever reaches this address; firewall it, or listen on 127.0.0.1"
     );
 }
 
@@ -163,6 +180,9 @@ pub fn tenant_removed(tenant: &str, tenant_id: &str) {
 /// The tenant's credential cannot be loaded; `kept` when it had a working
 /// one that stays in force.
 pub fn tenant_credential_invalid(tenant: &str, error: &AuthError, kept: bool) {
+    if !kept {
+        metrics::global().tenant_refused(tenant);
+    }
     tracing::error!(
         event = "tenant_credential_invalid",
         tenant,
@@ -188,6 +208,7 @@ pub fn poll_skipped(tenant: &str, reason: &'static str, retry_after_s: Option<u6
 }
 
 pub fn poll_finished(tenant: &str, report: &PollReport, elapsed_ms: u64) {
+    metrics::global().poll_succeeded(tenant, report.cursor.as_deref(), elapsed_ms);
     tracing::info!(
         event = "poll_finished",
         tenant,
@@ -202,6 +223,7 @@ pub fn poll_finished(tenant: &str, report: &PollReport, elapsed_ms: u64) {
 
 /// ERROR when retrying cannot help until someone acts, WARN otherwise.
 pub fn poll_failed(tenant: &str, error: &PollError, elapsed_ms: u64) {
+    metrics::global().poll_failed(tenant, Some(elapsed_ms), false);
     if error.needs_operator() {
         tracing::error!(event = "poll_failed", tenant, error = %error, hint = error.hint(), elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
     } else {
@@ -210,6 +232,7 @@ pub fn poll_failed(tenant: &str, error: &PollError, elapsed_ms: u64) {
 }
 
 pub fn poll_abandoned(tenant: &str) {
+    metrics::global().poll_abandoned();
     tracing::info!(
         event = "poll_abandoned",
         tenant,
@@ -219,6 +242,7 @@ pub fn poll_abandoned(tenant: &str) {
 
 /// A token error only a person can fix; the tenant waits `retry_in`.
 pub fn tenant_auth_failed(tenant: &str, error: &AuthError, retry_in: Duration) {
+    metrics::global().poll_failed(tenant, None, true);
     tracing::error!(
         event = "tenant_auth_failed",
         tenant,

@@ -21,7 +21,8 @@
 //!
 //! Around them: [`cli`] (the command line), [`commands`] (`check`, `status`,
 //! `consent-url`), `demo`, [`events`] (every log line, by name),
-//! [`logging`] (tracing on stderr), [`notify`]
+//! [`logging`] (tracing on stderr), [`metrics`] (Prometheus counters and
+//! gauges, `/metrics` and `/healthz`), [`notify`]
 //! (sd_notify and the watchdog), [`http`] (the shared client), [`backoff`],
 //! and [`timestamp`] (the API's 100 ns timestamps).
 //!
@@ -41,6 +42,7 @@ pub mod demo;
 pub mod events;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod output;
 pub mod poll;

@@ -104,19 +104,29 @@ impl Observer for SystemdObserver {
 }
 
 impl SystemdObserver {
+    /// How long ago the scheduler's heartbeat last beat (`/healthz` asks).
+    pub fn silence(&self) -> Duration {
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now_ms.saturating_sub(self.last_progress_ms.load(Ordering::Relaxed)))
+    }
+
+    /// systemd's `WatchdogSec`, when it set one for us.
+    pub fn watchdog_period() -> Option<Duration> {
+        let mut usec = 0u64;
+        (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
+            .then(|| Duration::from_micros(usec))
+    }
+
     /// Sends `WATCHDOG=1` every half `WatchdogSec`, but only while the
     /// scheduler made progress within the last `WatchdogSec`: a wedged daemon
     /// goes quiet and systemd restarts it.
     pub fn spawn_watchdog(&self, cancel: CancellationToken) {
-        let mut usec = 0u64;
-        if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        let Some(period) = Self::watchdog_period() else {
             return;
-        }
+        };
         tokio::spawn(
             self.clone()
-                .watchdog(Duration::from_micros(usec), cancel, || {
-                    send(&[NotifyState::Watchdog])
-                }),
+                .watchdog(period, cancel, || send(&[NotifyState::Watchdog])),
         );
     }
 

@@ -25,7 +25,10 @@ use crate::timestamp::Timestamp;
 
 /// The embedded migrations: entry `i` brings the schema to version `i + 1`.
 /// Append only; never edit a released file.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_status_budget_audit.sql"),
+];
 
 /// The newest schema version this build knows.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -177,6 +180,8 @@ pub struct PollOutcome {
     pub seen: u64,
     /// Alert versions written to the output.
     pub emitted: u64,
+    /// Calls to the alerts API (for the budget `status` shows).
+    pub requests: u64,
     /// `None` on success.
     pub error: Option<String>,
     /// The newest `lastUpdateTime` emitted; stored only if newer than the
@@ -201,6 +206,29 @@ pub struct TenantStatus {
     pub last_poll_seen: Option<u64>,
     /// Alert versions emitted by the latest finished poll.
     pub last_poll_emitted: Option<u64>,
+    /// Finished polls that failed since the last one that succeeded.
+    pub consecutive_failures: u64,
+    /// API calls recorded by polls started in the last minute and hour.
+    pub calls_last_minute: u64,
+    pub calls_last_hour: u64,
+    /// The last audit; `None` until the tenant's first.
+    pub last_audit: Option<AuditSummary>,
+}
+
+/// One audit of one tenant, as `status` shows it and the audit records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSummary {
+    pub ended: Timestamp,
+    /// The start of the range compared (its end is `ended`).
+    pub since: Timestamp,
+    /// Alert versions the API holds in the range.
+    pub in_api: u64,
+    /// Of them, versions already emitted.
+    pub emitted: u64,
+    /// Versions in the API never emitted.
+    pub missing: u64,
+    /// Missing versions the audit emitted.
+    pub repaired: u64,
 }
 
 /// The state database.
@@ -452,7 +480,8 @@ impl Store {
         let run = |conn: &mut Connection| -> rusqlite::Result<()> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.prepare_cached(
-                "UPDATE polls SET ended = ?2, seen = ?3, emitted = ?4, error = ?5 WHERE id = ?1",
+                "UPDATE polls SET ended = ?2, seen = ?3, emitted = ?4, error = ?5, requests = ?6 \
+                 WHERE id = ?1",
             )?
             .execute(params![
                 poll_id,
@@ -460,6 +489,7 @@ impl Store {
                 outcome.seen as i64,
                 outcome.emitted as i64,
                 outcome.error,
+                outcome.requests as i64,
             ])?;
             match &outcome.error {
                 None => tx
@@ -490,21 +520,62 @@ impl Store {
         run(&mut conn).map_err(|e| self.err(e))
     }
 
-    /// Every tenant the database knows, sorted by name.
+    /// Records the tenant's last audit (the audit calls it when it ends).
+    pub fn record_audit(&self, tenant_id: &str, audit: &AuditSummary) -> Result<()> {
+        let conn = self.lock();
+        conn.prepare_cached(
+            "UPDATE tenants SET last_audit_ended = ?2, last_audit_since = ?3, \
+             last_audit_in_api = ?4, last_audit_emitted = ?5, last_audit_missing = ?6, \
+             last_audit_repaired = ?7 WHERE tenant_id = ?1",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                tenant_id,
+                audit.ended.ticks(),
+                audit.since.ticks(),
+                audit.in_api as i64,
+                audit.emitted as i64,
+                audit.missing as i64,
+                audit.repaired as i64,
+            ])
+        })
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Every tenant the database knows, sorted by name; the call counts are
+    /// over the minute and hour before `now`.
     pub fn status(&self) -> Result<Vec<TenantStatus>> {
+        self.status_at(Timestamp::now())
+    }
+
+    pub fn status_at(&self, now: Timestamp) -> Result<Vec<TenantStatus>> {
+        let minute_ago = now.saturating_sub(Duration::from_secs(60)).ticks();
+        let hour_ago = now.saturating_sub(Duration::from_secs(3600)).ticks();
         let conn = self.lock();
         let run = || -> rusqlite::Result<Vec<TenantStatus>> {
             let mut st = conn.prepare(
                 "SELECT t.name, t.tenant_id, t.last_poll_started, t.last_poll_ended, \
                         t.last_success, t.cursor_text, t.cursor_ticks, t.last_error, \
                         (SELECT count(*) FROM alerts a WHERE a.tenant_id = t.tenant_id), \
-                        p.seen, p.emitted \
+                        p.seen, p.emitted, \
+                        (SELECT count(*) FROM polls f WHERE f.tenant_id = t.tenant_id \
+                            AND f.ended IS NOT NULL AND f.error IS NOT NULL \
+                            AND f.id > coalesce((SELECT max(id) FROM polls s \
+                                WHERE s.tenant_id = t.tenant_id AND s.ended IS NOT NULL \
+                                AND s.error IS NULL), 0)), \
+                        (SELECT coalesce(sum(requests), 0) FROM polls m \
+                            WHERE m.tenant_id = t.tenant_id AND m.started >= ?1), \
+                        (SELECT coalesce(sum(requests), 0) FROM polls h \
+                            WHERE h.tenant_id = t.tenant_id AND h.started >= ?2), \
+                        t.last_audit_ended, t.last_audit_since, t.last_audit_in_api, \
+                        t.last_audit_emitted, t.last_audit_missing, t.last_audit_repaired \
                  FROM tenants t \
                  LEFT JOIN polls p ON p.id = (SELECT max(id) FROM polls \
                      WHERE tenant_id = t.tenant_id AND ended IS NOT NULL) \
                  ORDER BY t.name, t.tenant_id",
             )?;
-            let rows = st.query_map([], |r| {
+            let rows = st.query_map([minute_ago, hour_ago], |r| {
                 let ts = |i: usize| -> rusqlite::Result<Option<Timestamp>> {
                     Ok(r.get::<_, Option<i64>>(i)?.map(Timestamp::from_ticks))
                 };
@@ -523,6 +594,10 @@ impl Store {
                     alerts_stored: r.get::<_, i64>(8)? as u64,
                     last_poll_seen: r.get::<_, Option<i64>>(9)?.map(|n| n as u64),
                     last_poll_emitted: r.get::<_, Option<i64>>(10)?.map(|n| n as u64),
+                    consecutive_failures: r.get::<_, i64>(11)? as u64,
+                    calls_last_minute: r.get::<_, i64>(12)? as u64,
+                    calls_last_hour: r.get::<_, i64>(13)? as u64,
+                    last_audit: audit(r, 14)?,
                 })
             })?;
             rows.collect()
@@ -550,6 +625,24 @@ impl Store {
         };
         run(&mut conn).map_err(|e| self.err(e))
     }
+}
+
+/// The audit columns from `at` on, `None` when no audit ran.
+fn audit(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<AuditSummary>> {
+    let Some(ended) = r.get::<_, Option<i64>>(at)? else {
+        return Ok(None);
+    };
+    let n = |i: usize| -> rusqlite::Result<u64> {
+        Ok(r.get::<_, Option<i64>>(at + i)?.unwrap_or(0) as u64)
+    };
+    Ok(Some(AuditSummary {
+        ended: Timestamp::from_ticks(ended),
+        since: Timestamp::from_ticks(r.get::<_, Option<i64>>(at + 1)?.unwrap_or(0)),
+        in_api: n(2)?,
+        emitted: n(3)?,
+        missing: n(4)?,
+        repaired: n(5)?,
+    }))
 }
 
 /// Creates the directory (0700) and the file (0600) before SQLite opens it,
@@ -671,6 +764,7 @@ mod tests {
             ended: ts(ended),
             seen: 3,
             emitted: 2,
+            requests: 4,
             error: None,
             cursor: cursor.map(|c| Cursor {
                 text: c.to_owned(),
@@ -1009,6 +1103,70 @@ mod tests {
     }
 
     #[test]
+    fn status_counts_failures_since_the_last_success_the_calls_and_the_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let poll = |at: &str, ended: &str, requests: u64, error: Option<&str>| {
+            let p = store.begin_poll("contoso", TENANT, ts(at)).unwrap();
+            let outcome = PollOutcome {
+                ended: ts(ended),
+                seen: 0,
+                emitted: 0,
+                requests,
+                error: error.map(str::to_owned),
+                cursor: None,
+            };
+            store.finish_poll(p, TENANT, &outcome).unwrap();
+        };
+        poll(
+            "2026-01-01T09:59:00Z",
+            "2026-01-01T09:59:01Z",
+            7,
+            Some("HTTP 503"),
+        );
+        poll("2026-01-01T10:10:00Z", "2026-01-01T10:10:01Z", 30, None);
+        poll(
+            "2026-01-01T10:58:00Z",
+            "2026-01-01T10:58:01Z",
+            5,
+            Some("HTTP 503"),
+        );
+        poll(
+            "2026-01-01T10:59:30Z",
+            "2026-01-01T10:59:31Z",
+            2,
+            Some("HTTP 500"),
+        );
+        // A poll still running counts nothing yet.
+        store
+            .begin_poll("contoso", TENANT, ts("2026-01-01T10:59:50Z"))
+            .unwrap();
+        let s = &store.status_at(ts("2026-01-01T11:00:00Z")).unwrap()[0];
+        assert_eq!(s.consecutive_failures, 2, "two failures after the success");
+        assert_eq!(s.calls_last_minute, 2);
+        assert_eq!(
+            s.calls_last_hour,
+            30 + 5 + 2,
+            "the 09:59 poll is over an hour ago"
+        );
+        assert_eq!(s.last_audit, None);
+
+        let audit = AuditSummary {
+            ended: ts("2026-01-01T11:00:00Z"),
+            since: ts("2025-12-25T11:00:00Z"),
+            in_api: 120,
+            emitted: 118,
+            missing: 2,
+            repaired: 2,
+        };
+        store.record_audit(TENANT, &audit).unwrap();
+        poll("2026-01-01T11:01:00Z", "2026-01-01T11:01:01Z", 1, None);
+        let s = &store.status_at(ts("2026-01-01T11:02:00Z")).unwrap()[0];
+        assert_eq!(s.consecutive_failures, 0, "a success resets the count");
+        assert_eq!(s.last_audit.as_ref(), Some(&audit));
+    }
+
+    #[test]
     fn status_reports_each_tenant_by_its_latest_name() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("state.db")).unwrap();
@@ -1046,6 +1204,7 @@ mod tests {
                     ended: ts("2026-01-01T00:05:03Z"),
                     seen: 0,
                     emitted: 0,
+                    requests: 1,
                     error: Some("HTTP 503 from the alerts API".into()),
                     cursor: None,
                 },

@@ -215,7 +215,9 @@ impl TokenSource {
     async fn fetch_with_retries(&self) -> Result<AccessToken, AuthError> {
         let mut backoff = Backoff::for_requests();
         loop {
-            match self.request_once().await {
+            let result = self.request_once().await;
+            crate::metrics::global().token_request(crate::metrics::token_outcome(&result));
+            match result {
                 Ok(t) => {
                     crate::events::token_acquired(
                         &self.name,

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::layers::{env_var_name, Layers};
-use super::raw::{RawApp, RawConfig, RawHttp, RawLog, RawOutput, RawPoll, RawStore};
+use super::raw::{RawApp, RawConfig, RawHttp, RawLog, RawMetrics, RawOutput, RawPoll, RawStore};
 use super::settings::{
-    CaBundle, HttpSettings, LogFormat, LogSettings, OutputFormat, OutputSettings, OutputTarget,
-    PollSettings, Settings, StoreSettings,
+    CaBundle, HttpSettings, LogFormat, LogSettings, MetricsSettings, OutputFormat, OutputSettings,
+    OutputTarget, PollSettings, Settings, StoreSettings,
 };
 use super::Problem;
 
@@ -66,6 +66,7 @@ impl<'a> Checker<'a> {
         let output = self.output(&raw.output);
         let log = self.log(&raw.log);
         let http = self.http(&raw.http, &raw.app);
+        let metrics = self.metrics(&raw.metrics);
         let tenants = self.tenants(raw);
         if raw.tenants.is_empty() {
             self.warnings
@@ -78,9 +79,26 @@ impl<'a> Checker<'a> {
             output: output?,
             log: log?,
             http: http?,
+            metrics: metrics?,
             tenants,
             warnings: Vec::new(),
         })
+    }
+
+    fn metrics(&mut self, raw: &RawMetrics) -> Option<MetricsSettings> {
+        let Some(text) = &raw.listen else {
+            return Some(MetricsSettings::default());
+        };
+        match text.trim().parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(MetricsSettings { listen: Some(addr) }),
+            Err(_) => {
+                self.problem(
+                    "metrics.listen",
+                    format!("{text:?} is not an address and port; write e.g. \"127.0.0.1:9464\" (or \"[::1]:9464\"), or remove the key to serve no metrics"),
+                );
+                None
+            }
+        }
     }
 
     fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {

@@ -32,6 +32,8 @@ pub(super) struct RawConfig {
     pub(super) output: RawOutput,
     /// The daemon's own diagnostics on stderr.
     pub(super) log: RawLog,
+    /// The Prometheus endpoint (`/metrics`, `/healthz`); off unless set.
+    pub(super) metrics: RawMetrics,
     /// One table per customer tenant; the key is the tenant's name.
     pub(super) tenants: BTreeMap<String, RawTenant>,
 }
@@ -47,6 +49,7 @@ impl Default for RawConfig {
             store: RawStore::default(),
             output: RawOutput::default(),
             log: RawLog::default(),
+            metrics: RawMetrics::default(),
             tenants: BTreeMap::new(),
         }
     }
@@ -265,6 +268,20 @@ impl Default for RawLog {
             format: "json".into(),
         }
     }
+}
+
+/// `[metrics]`: Prometheus metrics and a health check over HTTP.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    /// `"127.0.0.1:9464"` serves `/metrics` and `/healthz` there; unset, no
+    /// port is opened. Name another address than loopback only when
+    /// Prometheus must reach it from elsewhere: nothing asks who scrapes.
+    #[serde(
+        deserialize_with = "opt_scalar",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(super) listen: Option<String>,
 }
 
 /// `[tenants.NAME]`: one customer tenant. NAME is lower case letters,

@@ -17,6 +17,7 @@ pub struct Settings {
     pub output: OutputSettings,
     pub log: LogSettings,
     pub http: HttpSettings,
+    pub metrics: MetricsSettings,
     /// Every tenant, enabled or not, sorted by name.
     pub tenants: Vec<TenantSettings>,
     /// Things an operator should know that are not errors (inline secret,
@@ -81,6 +82,12 @@ pub struct LogSettings {
     /// An `EnvFilter` directive; `RUST_LOG`, when set, wins.
     pub level: String,
     pub format: LogFormat,
+}
+
+/// `[metrics]`: the Prometheus endpoint, off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSettings {
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -191,6 +191,7 @@ pub async fn poll_tenant(
         ended: Timestamp::now(),
         seen: report.seen,
         emitted: report.emitted,
+        requests: report.requests,
         error: result.as_ref().err().map(|e| e.to_string()),
         cursor: if result.is_ok() { moved } else { None },
     };
@@ -505,6 +506,7 @@ fn handle_page(
     let mut versions = Vec::new();
     // From here to the last line, the page holds the sink and its format.
     let mut writer = ctx.env.emitter.page(buf, body.len_bytes());
+    let mut counted = crate::metrics::Emitted::default();
     for p in &parsed {
         let incoming = Version {
             last_update: p.last_update.as_ref().map_or(Timestamp::MIN, |l| l.0),
@@ -529,6 +531,7 @@ fn handle_page(
         };
         writer.push(&record).map_err(PageError::from)?;
         emitted_here.insert(p.id.as_ref(), incoming);
+        counted.add(change);
         versions.push(EmittedVersion {
             alert_id: p.id.to_string(),
             last_update_text: p
@@ -547,6 +550,7 @@ fn handle_page(
             .record_emitted(&ctx.tenant_id, &versions, now)
             .map_err(PageError::Store)?;
     }
+    counted.commit();
     Ok(PageOutcome::Done {
         count,
         seen: count,

@@ -8,6 +8,7 @@ mod config_errors;
 mod daemon;
 mod faults;
 mod formats;
+mod metrics;
 mod polling;
 mod production;
 mod scheduling;
