@@ -20,6 +20,7 @@ use crate::output::Sink;
 use crate::poll::{Emitter, PollEnv};
 use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
+use crate::storelock::StoreLock;
 use crate::timestamp::Timestamp;
 
 /// How long polls get to finish after SIGTERM before they are abandoned;
@@ -49,6 +50,7 @@ pub async fn run(
     log: Option<LogHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let _lock = StoreLock::acquire(&settings.store.path)?;
     let env = open_env(&settings).await?;
     let observer = SystemdObserver::default();
     let mut scheduler = Scheduler::start(&settings, env.clone(), observer.clone()).await?;
@@ -197,6 +199,7 @@ fn spawn_pruning(env: PollEnv, retention: Duration, cancel: CancellationToken) {
 
 /// `once`: every enabled tenant polled one time. True when all succeeded.
 pub async fn once(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<bool> {
+    let _lock = StoreLock::acquire(&settings.store.path)?;
     let env = open_env(settings).await?;
     let cancel = CancellationToken::new();
     let polls = scheduler::poll_all_once(settings, env, &cancel);

@@ -43,4 +43,5 @@ pub mod ratelimit;
 pub mod scheduler;
 pub mod sim;
 pub mod store;
+pub mod storelock;
 pub mod timestamp;

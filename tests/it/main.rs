@@ -7,6 +7,7 @@ mod common;
 mod config_errors;
 mod daemon;
 mod faults;
+mod hostile;
 mod polling;
 mod production;
 mod scheduling;

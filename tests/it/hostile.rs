@@ -1,0 +1,72 @@
+//! Hostile and broken servers, and operators who do surprising things: each
+//! test is one way the poller used to lose, repeat, hang or crash (issue 8).
+
+use std::time::Duration;
+
+use crate::common::*;
+
+const POLL: &str = r#"interval = "1s"
+lookback = "2m"
+first_lookback = "3h"
+page_size = 50
+timeout = "5s""#;
+
+/// The pid written into `<db>.lock` by the process holding the database.
+fn lock_holder(w: &World) -> Option<u32> {
+    std::fs::read_to_string(w.path("state.db.lock"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_one_database_is_refused_and_status_still_reads() {
+    let mut w = World::new().await;
+    let a = w.tenant("alpha");
+    w.sim.generate_alerts(&a, 20, ago(HOUR), ago(MIN));
+    let config = w.config(POLL);
+    let mut d = w.daemon(&config);
+    wait_until("the daemon's back-fill", Duration::from_secs(20), || {
+        w.records().len() >= 20
+    })
+    .await;
+    let pid = d.pid().as_raw() as u32;
+    assert_eq!(lock_holder(&w), Some(pid), "the lock file names the daemon");
+
+    // More alerts the second process would emit a second time if it ran.
+    w.sim
+        .generate_alerts(&a, 20, ago(MIN), ago(Duration::from_secs(1)));
+    let second = w.once(&config).await;
+    assert_eq!(second.code, Some(1), "{}", second.stderr);
+    let db = w.path("state.db").display().to_string();
+    assert!(
+        second.stderr.contains(&db),
+        "names the database: {}",
+        second.stderr
+    );
+    assert!(
+        second.stderr.contains(&format!("pid {pid}")),
+        "names the holder: {}",
+        second.stderr
+    );
+
+    let status = w.run(&config, &["status"]).await;
+    assert_eq!(
+        status.code,
+        Some(0),
+        "status reads beside the daemon: {}",
+        status.stderr
+    );
+    assert!(status.stdout.contains("alpha"), "{}", status.stdout);
+
+    wait_until("the daemon's next poll", Duration::from_secs(20), || {
+        w.records().len() >= 40
+    })
+    .await;
+    d.stop().await;
+    assert_eq!(w.records().len(), 40);
+    assert_no_duplicates(&w.records());
+
+    // The lock dies with its holder: the next `once` runs.
+    let after = w.once(&config).await;
+    assert_eq!(after.code, Some(0), "{}", after.stderr);
+}
