@@ -70,3 +70,52 @@ async fn a_second_process_on_one_database_is_refused_and_status_still_reads() {
     let after = w.once(&config).await;
     assert_eq!(after.code, Some(0), "{}", after.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_lifetime_from_the_network_panics_and_huge_ones_still_poll() {
+    use mde_poller::sim::Faults;
+    // Lifetimes too large for the clock: clamped, and the poll goes on.
+    for huge in [
+        serde_json::json!(1e300),
+        serde_json::json!(u64::MAX),
+        serde_json::json!("1e300"),
+    ] {
+        let mut w = World::new().await;
+        let a = w.tenant("alpha");
+        w.sim.generate_alerts(&a, 5, ago(HOUR), ago(MIN));
+        w.sim.set_faults(
+            Some(&a),
+            Faults {
+                token_expires_in: Some(huge.clone()),
+                ..Faults::none()
+            },
+        );
+        let r = w.once(&w.config(POLL)).await;
+        assert_eq!(r.code, Some(0), "expires_in {huge}: {}", r.stderr);
+        assert_eq!(w.records().len(), 5, "expires_in {huge}");
+    }
+    // Unusable ones: a clear error and exit 1, never a panic (101).
+    for bad in [
+        serde_json::json!(-5),
+        serde_json::json!("soon"),
+        serde_json::json!(null),
+        serde_json::json!(-1e300),
+    ] {
+        let mut w = World::new().await;
+        let a = w.tenant("alpha");
+        w.sim.set_faults(
+            Some(&a),
+            Faults {
+                token_expires_in: Some(bad.clone()),
+                ..Faults::none()
+            },
+        );
+        let r = w.once(&w.config(POLL)).await;
+        assert_eq!(r.code, Some(1), "expires_in {bad}: {}", r.stderr);
+        assert!(
+            !r.stderr.contains("panicked"),
+            "expires_in {bad}: {}",
+            r.stderr
+        );
+    }
+}
