@@ -135,6 +135,8 @@ pub enum ApiError {
     Transport(String),
     #[error("the alerts API answered with malformed JSON: {0}")]
     Malformed(String),
+    #[error("the alerts API sent an answer over {} MiB, the most one page may take: refused (a broken server or proxy: 10,000 alerts with evidence weigh about 25 MB)", limit >> 20)]
+    TooLarge { limit: usize },
     #[error("stopped by shutdown")]
     Cancelled,
 }
@@ -306,9 +308,14 @@ impl AlertsApi {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        read_body(response, buf)
+        crate::http::read_capped(response, buf, crate::http::MAX_RESPONSE)
             .await
-            .map_err(|e| ApiError::Transport(format!("reading the body: {}", describe(&e))))?;
+            .map_err(|e| match e {
+                crate::http::ReadError::Transport(e) => {
+                    ApiError::Transport(format!("reading the body: {}", describe(&e)))
+                }
+                crate::http::ReadError::TooLarge { limit } => ApiError::TooLarge { limit },
+            })?;
         if status == 200 {
             return Ok(());
         }
@@ -330,24 +337,6 @@ impl AlertsApi {
             _ => ApiError::Unexpected { status, message },
         })
     }
-}
-
-/// The whole body in one buffer, sized by `Content-Length` when given, each
-/// network chunk dropped once copied. `Response::bytes` would hold every chunk
-/// until the end and then copy them all: twice a 10,000-alert page (~12 MB)
-/// at the peak, instead of once.
-async fn read_body(
-    mut response: reqwest::Response,
-    buf: &mut Vec<u8>,
-) -> Result<(), reqwest::Error> {
-    buf.clear();
-    // Capped: the header is the server's word, not a promise.
-    let hint = response.content_length().unwrap_or(0).min(64 << 20) as usize;
-    buf.reserve(hint);
-    while let Some(chunk) = response.chunk().await? {
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(())
 }
 
 /// The `error.code: message` of an API error body, or a note that there was

@@ -240,7 +240,17 @@ impl TokenSource {
             .await
             .map_err(|e| self.transport(&e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport(&e))?;
+        let mut body = Vec::new();
+        crate::http::read_capped(response, &mut body, crate::http::MAX_TOKEN_RESPONSE)
+            .await
+            .map_err(|e| match e {
+                crate::http::ReadError::Transport(e) => self.transport(&e),
+                crate::http::ReadError::TooLarge { limit } => AuthError::Malformed(format!(
+                    "{}: an answer over {} KiB, not a token response",
+                    self.host,
+                    limit >> 10
+                )),
+            })?;
         if status.is_success() {
             let (value, lifetime) =
                 token::parse_success(&body, Timestamp::now()).map_err(|e| match e {

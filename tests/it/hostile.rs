@@ -119,3 +119,61 @@ async fn no_token_lifetime_from_the_network_panics_and_huge_ones_still_poll() {
         );
     }
 }
+
+/// The `error` of the `poll_failed` event of tenant `name`, if any.
+fn poll_error(stderr: &str, name: &str) -> Option<String> {
+    events(stderr, "poll_failed")
+        .into_iter()
+        .find(|e| e["tenant"] == name)
+        .and_then(|e| e["error"].as_str().map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_body_fails_its_request_at_the_size_limit_and_the_others_poll() {
+    use mde_poller::sim::Faults;
+    let mut w = World::new().await;
+    let healthy = w.tenant("healthy");
+    let endless_api = w.tenant("endless-api");
+    let endless_token = w.tenant("endless-token");
+    for id in [&healthy, &endless_api, &endless_token] {
+        w.sim.generate_alerts(id, 5, ago(HOUR), ago(MIN));
+    }
+    w.sim.set_faults(
+        Some(&endless_api),
+        Faults {
+            endless_body: true,
+            ..Faults::none()
+        },
+    );
+    w.sim.set_faults(
+        Some(&endless_token),
+        Faults {
+            token_endless_body: true,
+            ..Faults::none()
+        },
+    );
+    // A timeout far beyond what reading the limit takes: the limit, not the
+    // clock, must end these requests.
+    let config = w.config(&POLL.replace(r#"timeout = "5s""#, r#"timeout = "120s""#));
+    let started = std::time::Instant::now();
+    let r = w.once(&config).await;
+    let took = started.elapsed();
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        took < Duration::from_secs(100),
+        "ended by the limit, in {took:?}"
+    );
+    let ids = alert_ids(&w.records());
+    assert_eq!(ids.len(), 5, "only the healthy tenant's alerts");
+    assert!(w
+        .records()
+        .iter()
+        .all(|r| r["tenant"]["id"] == healthy.as_str()));
+    let api = poll_error(&r.stderr, "endless-api").expect("endless-api failed");
+    assert!(api.contains("over 256 MiB"), "{api}");
+    let token = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("endless-token") && l.contains("not a token response"));
+    assert!(token.is_some(), "{}", r.stderr);
+}
