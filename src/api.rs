@@ -213,13 +213,19 @@ impl AlertsApi {
         cancel: &CancellationToken,
         buf: Vec<u8>,
     ) -> Result<PageBody, ApiError> {
-        if !link.starts_with(&format!("{}/", self.base)) {
+        if !self.owns_link(link) {
             return Err(ApiError::Malformed(format!(
                 "@odata.nextLink points outside {}: refused",
                 self.base
             )));
         }
         self.get_with_retries(link, cancel, buf).await
+    }
+
+    /// Whether `link` points at this API (and so may carry the token).
+    pub fn owns_link(&self, link: &str) -> bool {
+        link.strip_prefix(&self.base)
+            .is_some_and(|rest| rest.starts_with('/'))
     }
 
     async fn get_with_retries(

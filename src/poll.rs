@@ -37,6 +37,10 @@ const CHUNK_HEADROOM: usize = 64 << 10;
 /// `$skip` (a million alerts at the largest page size: none really exist).
 const MAX_INSTANT_PAGES: u32 = 100;
 
+/// Links followed in one `@odata.nextLink` chain before it is cut and the
+/// window split by time instead (a $top of 10,000 in pages of 100 is 100).
+const MAX_CHAIN_LINKS: usize = 200;
+
 /// Retries of a page that arrived as malformed JSON (a truncated body).
 const MALFORMED_RETRIES: u32 = 5;
 
@@ -276,9 +280,11 @@ impl Run<'_> {
                     next_link: Some(link),
                 } => {
                     // Server-driven paging. If `$top` caps the whole chain, a
-                    // chain adding up to a full page may hide more: split.
-                    let total = count + self.follow_links(link).await?;
-                    if total >= page_size as usize {
+                    // chain adding up to a full page may hide more: split. So
+                    // does a chain cut short (too long, or a link refused).
+                    let (linked, cut) = self.follow_links(link).await?;
+                    let total = count + linked;
+                    if cut || total >= page_size as usize {
                         Some((None, None))
                     } else {
                         density = Some(total as f64 / width.max(1) as f64);
@@ -339,9 +345,12 @@ impl Run<'_> {
                     next_link: Some(link),
                     ..
                 } => {
-                    // The server pages this instant itself.
-                    self.follow_links(link).await?;
-                    return Ok(());
+                    // The server pages this instant itself; a chain cut short
+                    // leaves `$skip` as the way on.
+                    if !self.follow_links(link).await?.1 {
+                        return Ok(());
+                    }
+                    skip = skip.saturating_add(page_size);
                 }
                 Handled::Done { count, .. } if count < page_size as usize => return Ok(()),
                 _ => skip = skip.saturating_add(page_size),
@@ -353,13 +362,20 @@ impl Run<'_> {
         )))
     }
 
-    /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held.
-    async fn follow_links(&mut self, first: String) -> Result<usize, PollError> {
+    /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held
+    /// and whether the chain was cut short, so that more may exist: after
+    /// [`MAX_CHAIN_LINKS`] links, or at a link refused (another host). A link
+    /// seen before ends the chain (a cycle hands out nothing new).
+    async fn follow_links(&mut self, first: String) -> Result<(usize, bool), PollError> {
         let mut link = Some(first);
         let mut total = 0;
+        let mut seen = std::collections::HashSet::new();
         while let Some(url) = link.take() {
             if self.cancel.is_cancelled() {
                 return Err(ApiError::Cancelled.into());
+            }
+            if let Some(cut) = self.chain_check(&mut seen, &url) {
+                return Ok((total, cut));
             }
             if let Handled::Done { count, next_link } =
                 self.fetch_and_handle(Source::Link(&url), true).await?
@@ -368,7 +384,26 @@ impl Run<'_> {
                 link = next_link;
             }
         }
-        Ok(total)
+        Ok((total, false))
+    }
+
+    /// Whether to stop before following `url`: `Some(true)` cuts the chain
+    /// (more may exist), `Some(false)` ends it (a cycle).
+    fn chain_check(&self, seen: &mut std::collections::HashSet<String>, url: &str) -> Option<bool> {
+        let tenant = &self.tenant.name;
+        if !self.tenant.api.owns_link(url) {
+            tracing::warn!(event = "next_link_refused", tenant = %tenant, "the API sent an @odata.nextLink to another host: not followed (the token goes nowhere else); reading by time windows instead");
+            return Some(true);
+        }
+        if !seen.insert(url.to_owned()) {
+            tracing::warn!(event = "next_link_cycle", tenant = %tenant, links = seen.len(), "an @odata.nextLink came back a second time: the chain ends there");
+            return Some(false);
+        }
+        if seen.len() > MAX_CHAIN_LINKS {
+            tracing::warn!(event = "next_link_chain_cut", tenant = %tenant, links = MAX_CHAIN_LINKS, "the @odata.nextLink chain is too long: cut, reading by time windows instead");
+            return Some(true);
+        }
+        None
     }
 
     /// Fetches one page and handles it; a body that does not parse (truncated

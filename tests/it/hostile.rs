@@ -177,3 +177,49 @@ async fn an_endless_body_fails_its_request_at_the_size_limit_and_the_others_poll
         .find(|l| l.contains("endless-token") && l.contains("not a token response"));
     assert!(token.is_some(), "{}", r.stderr);
 }
+
+/// `once` with a deadline: a hang fails the test instead of stalling it.
+async fn once_within(w: &World, config: &std::path::Path, within: Duration) -> Run {
+    tokio::time::timeout(within, w.once(config))
+        .await
+        .unwrap_or_else(|_| panic!("`once` did not end within {within:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_or_foreign_next_link_falls_back_to_time_windows_and_loses_nothing() {
+    use mde_poller::sim::Faults;
+    let mut w = World::new().await;
+    let healthy = w.tenant("healthy");
+    let looping = w.tenant("looping");
+    let foreign = w.tenant("foreign");
+    let mut want = std::collections::HashSet::new();
+    for id in [&healthy, &looping, &foreign] {
+        // More than a page (50), so that full pages and their links come.
+        want.extend(w.sim.generate_alerts(id, 120, ago(HOUR), ago(MIN)));
+    }
+    w.sim.set_faults(
+        Some(&looping),
+        Faults {
+            next_link_loop: true,
+            ..Faults::none()
+        },
+    );
+    w.sim.set_faults(
+        Some(&foreign),
+        Faults {
+            foreign_next_link: true,
+            ..Faults::none()
+        },
+    );
+    // One slot: a tenant stuck in a chain would hold up the others for good.
+    let config = w.config(&format!("{POLL}\nconcurrency = 1"));
+    let r = once_within(&w, &config, Duration::from_secs(60)).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(alert_ids(&w.records()), want, "every alert of every tenant");
+    assert_no_duplicates(&w.records());
+    assert!(!events(&r.stderr, "next_link_cycle").is_empty());
+    assert!(!events(&r.stderr, "next_link_refused").is_empty());
+    // The fallback costs calls, but a bounded number.
+    let calls = w.sim.requests().len();
+    assert!(calls < 300, "{calls} calls");
+}
