@@ -259,9 +259,26 @@ impl TokenSource {
                     }
                     other => other,
                 })?;
+            self.check_tenant(&value)?;
             Ok(AccessToken::new(value, sent_at, lifetime))
         } else {
             Err(token::parse_error(status.as_u16(), &body))
+        }
+    }
+
+    /// Refuses a token whose `tid` claim names another tenant. A token whose
+    /// claims cannot be read, or that has no `tid`, is let through: the API
+    /// decides about it, and it cannot be told apart from a foreign one.
+    fn check_tenant(&self, token: &str) -> Result<(), AuthError> {
+        match Claims::from_jwt(token).ok().and_then(|c| c.tid) {
+            Some(tid) if !tid.eq_ignore_ascii_case(&self.tenant_id) => {
+                Err(AuthError::WrongTenant {
+                    host: self.host.clone(),
+                    asked: self.tenant_id.clone(),
+                    got: tid,
+                })
+            }
+            _ => Ok(()),
         }
     }
 

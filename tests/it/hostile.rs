@@ -223,3 +223,40 @@ async fn a_looping_or_foreign_next_link_falls_back_to_time_windows_and_loses_not
     let calls = w.sim.requests().len();
     assert!(calls < 300, "{calls} calls");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_for_another_tenant_is_refused_and_nothing_fetched_with_it_is_emitted() {
+    use mde_poller::sim::Faults;
+    let mut w = World::new().await;
+    let alpha = w.tenant("alpha");
+    let beta = w.tenant("beta");
+    w.sim.generate_alerts(&beta, 10, ago(HOUR), ago(MIN));
+    // alpha's token endpoint hands out beta's tokens.
+    w.sim.set_faults(
+        Some(&alpha),
+        Faults {
+            token_tid: Some(beta.clone()),
+            ..Faults::none()
+        },
+    );
+    let r = w.once(&w.config_for(POLL, &["alpha"])).await;
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        w.records().is_empty(),
+        "beta's alerts under alpha: {:?}",
+        w.records()
+    );
+    let refused = r
+        .stderr
+        .lines()
+        .find(|l| l.contains(&alpha) && l.contains(&beta))
+        .unwrap_or_else(|| panic!("an error naming both tenant ids:\n{}", r.stderr));
+    assert!(refused.contains("refused"), "{refused}");
+    let api_calls = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|q| q.kind == mde_poller::sim::RequestKind::Alerts)
+        .count();
+    assert_eq!(api_calls, 0, "the foreign token is never used");
+}
