@@ -50,6 +50,9 @@ pub async fn run(
     log: Option<LogHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // First of all: SIGHUP's default action is to end the process, and
+    // logrotate or an operator may send one at any moment after the start.
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let _lock = StoreLock::acquire(&settings.store.path)?;
     let env = open_env(&settings).await?;
     let observer = SystemdObserver::default();
@@ -65,7 +68,6 @@ pub async fn run(
         "polling"
     );
 
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut current = settings;
     tokio::pin!(shutdown);
     loop {
@@ -215,14 +217,26 @@ pub async fn once(settings: &Settings, shutdown: impl Future<Output = ()>) -> an
     Ok(results.iter().all(|(_, r)| r.is_ok()))
 }
 
-/// Resolves at SIGTERM or SIGINT.
-pub async fn termination() {
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// Resolves at SIGTERM or SIGINT. The handlers are installed by this call,
+/// not when the future is first polled, so a signal during start-up is not
+/// fatal but stops the daemon cleanly once it is running.
+pub fn termination() -> impl Future<Output = ()> + Send {
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
+}
+
+/// Takes SIGHUP over from its default action (ending the process) for the
+/// life of the process; `run` then listens to it. Call as early as possible.
+pub fn hold_hangup() {
+    // tokio never gives a signal back to its default action once registered.
+    let _ = signal(SignalKind::hangup());
 }

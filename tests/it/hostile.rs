@@ -260,3 +260,31 @@ async fn a_token_for_another_tenant_is_refused_and_nothing_fetched_with_it_is_em
         .count();
     assert_eq!(api_calls, 0, "the foreign token is never used");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_right_at_start_reloads_instead_of_killing_the_daemon() {
+    let mut w = World::new().await;
+    // Many tenants: a start-up long enough to be hit in the middle.
+    for n in 0..300 {
+        w.tenant(&format!("tenant-{n:03}"));
+    }
+    let config = w.config(&POLL.replace(r#"interval = "1s""#, r#"interval = "1h""#));
+    let mut d = w.daemon(&config);
+    let pid = d.pid().as_raw() as u32;
+    // The store lock is taken as `run` begins: from then on a SIGHUP is the
+    // operator's (or logrotate's) and must not be fatal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lock_holder(&w) != Some(pid) {
+        assert!(d.is_running(), "{}", d.stderr());
+        assert!(std::time::Instant::now() < deadline, "no lock within 30 s");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_for_events("daemon_started", 1, Duration::from_secs(30), |_| true)
+        .await;
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_for_events("reloaded", 1, Duration::from_secs(30), |_| true)
+        .await;
+    assert!(d.is_running(), "{}", d.stderr());
+    d.stop().await;
+}
