@@ -291,9 +291,10 @@ impl AlertsApi {
                 delay_ms = delay.as_millis() as u64,
                 "alerts API call failed; retrying"
             );
+            // The concurrency slot is lent out meanwhile: waiting tenants go first.
             tokio::select! {
                 _ = cancel.cancelled() => return Err(ApiError::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
+                _ = crate::slots::idle(tokio::time::sleep(delay)) => {}
             }
         }
     }

@@ -42,6 +42,7 @@ pub mod poll;
 pub mod ratelimit;
 pub mod scheduler;
 pub mod sim;
+pub mod slots;
 pub mod store;
 pub mod storelock;
 pub mod timestamp;

@@ -465,7 +465,7 @@ impl Run<'_> {
                     tracing::warn!(event = "api_retry", tenant = %self.tenant.name, error = %e, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, "malformed page; fetching it again");
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Err(ApiError::Cancelled.into()),
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = crate::slots::idle(tokio::time::sleep(delay)) => {}
                     }
                 }
                 Err(PageError::Store(e)) => return Err(e.into()),

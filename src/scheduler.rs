@@ -331,13 +331,15 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
         return;
     }
     let permits = inner.permits.read().expect("permits lock").clone();
-    let _permit = tokio::select! {
-        p = permits.acquire_owned() => p.expect("semaphore never closed"),
+    let slot = tokio::select! {
+        s = crate::slots::take(permits) => s,
         _ = inner.cancel.cancelled() => return,
     };
     let env = inner.env.read().expect("env lock").clone();
     let started = Instant::now();
-    let result = poll::poll_tenant(&env, &runtime.poll, &inner.cancel).await;
+    let result = slot
+        .run(poll::poll_tenant(&env, &runtime.poll, &inner.cancel))
+        .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(report) => {
@@ -478,9 +480,8 @@ pub async fn poll_all_once(
         };
         let (env, permits, cancel) = (env.clone(), Arc::clone(&permits), cancel.clone());
         tasks.spawn(async move {
-            let _permit = permits.acquire_owned().await.expect("semaphore never closed");
             let started = Instant::now();
-            let result = poll::poll_tenant(&env, &poll, &cancel).await;
+            let result = crate::slots::hold(permits, poll::poll_tenant(&env, &poll, &cancel)).await;
             match &result {
                 Ok(report) => log_success(&name, report, started.elapsed().as_millis() as u64),
                 Err(e) => match e.persistent_auth() {

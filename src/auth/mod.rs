@@ -208,7 +208,7 @@ impl TokenSource {
                         error = %e,
                         "token request failed; retrying"
                     );
-                    tokio::time::sleep(delay).await;
+                    crate::slots::idle(tokio::time::sleep(delay)).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -288,3 +288,62 @@ async fn a_sighup_right_at_start_reloads_instead_of_killing_the_daemon() {
     assert!(d.is_running(), "{}", d.stderr());
     d.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_whose_requests_time_out_do_not_hold_up_a_healthy_one() {
+    use mde_poller::sim::Faults;
+    let mut w = World::new().await;
+    // Named and added so that the stalled ones queue for the one slot first.
+    let stalled: Vec<String> = ["a1-stalled", "a2-stalled"]
+        .iter()
+        .map(|n| w.tenant(n))
+        .collect();
+    let healthy = w.tenant("z-healthy");
+    w.sim.generate_alerts(&healthy, 5, ago(HOUR), ago(MIN));
+    for id in &stalled {
+        w.sim.set_faults(
+            Some(id),
+            Faults {
+                p_stall: 1.0,
+                stall: Duration::from_secs(60),
+                ..Faults::none()
+            },
+        );
+    }
+    // One slot and a 2 s timeout: each stalled poll tries 6 times (~13 s)
+    // if it keeps its slot while it retries.
+    let config = w.config(&format!(
+        "{}\nconcurrency = 1",
+        POLL.replace(r#"timeout = "5s""#, r#"timeout = "2s""#)
+    ));
+    let started = std::time::Instant::now();
+    let once = {
+        let config = config.clone();
+        let bin = bin();
+        tokio::spawn(async move {
+            tokio::process::Command::new(bin)
+                .arg("--config")
+                .arg(&config)
+                .arg("once")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .expect("once runs")
+        })
+    };
+    wait_until(
+        "the healthy tenant's alerts",
+        Duration::from_secs(60),
+        || w.records().len() >= 5,
+    )
+    .await;
+    let waited = started.elapsed();
+    eprintln!("the healthy tenant was polled after {waited:?}");
+    // Its turn comes after one timed-out try of each stalled tenant (~4 s).
+    assert!(
+        waited < Duration::from_secs(10),
+        "the healthy tenant waited {waited:?}"
+    );
+    let out = once.await.unwrap();
+    assert_eq!(out.status.code(), Some(1), "the stalled tenants failed");
+}
