@@ -347,3 +347,134 @@ async fn tenants_whose_requests_time_out_do_not_hold_up_a_healthy_one() {
     let out = once.await.unwrap();
     assert_eq!(out.status.code(), Some(1), "the stalled tenants failed");
 }
+
+/// A copy of a generated alert of `tenant` with `lastUpdateTime` and `status` set.
+fn version(w: &World, tenant: &str, at: mde_poller::timestamp::Timestamp, status: &str) -> serde_json::Value {
+    let mut v = w.sim.current(tenant).pop().expect("one alert");
+    v["lastUpdateTime"] = at.to_string().into();
+    v["status"] = status.into();
+    v
+}
+
+/// The last record of alert `id`.
+fn last_of(w: &World, id: &str) -> serde_json::Value {
+    w.records()
+        .into_iter()
+        .filter(|r| r["alert"]["id"] == id)
+        .last()
+        .expect("the alert was emitted")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_updates_after_a_future_stamped_version_reach_the_output() {
+    use mde_poller::timestamp::Timestamp;
+    let mut w = World::new().await;
+    let a = w.tenant("alpha");
+    let id = w.sim.generate_alerts(&a, 1, ago(HOUR), ago(MIN)).remove(0);
+    let config = w.config(POLL);
+    // A replica with its clock two hours ahead stamps one read...
+    let future = Timestamp::now().saturating_add(2 * HOUR);
+    w.sim.insert_alert(&a, version(&w, &a, future, "New")).unwrap();
+    assert_eq!(w.once(&config).await.code, Some(0));
+    assert_eq!(last_of(&w, &id)["alert"]["status"], "New");
+    // ...then the real updates come, correctly stamped (earlier than it).
+    w.sim
+        .insert_alert(&a, version(&w, &a, Timestamp::now(), "InProgress"))
+        .unwrap();
+    assert_eq!(w.once(&config).await.code, Some(0));
+    w.sim
+        .insert_alert(&a, version(&w, &a, Timestamp::now(), "Resolved"))
+        .unwrap();
+    assert_eq!(w.once(&config).await.code, Some(0));
+    assert_eq!(
+        last_of(&w, &id)["alert"]["status"],
+        "Resolved",
+        "the final state reaches the output"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_ahead_of_the_clock_does_not_skip_a_gap_longer_than_lookback() {
+    use mde_poller::timestamp::Timestamp;
+    let mut w = World::new().await;
+    let a = w.tenant("alpha");
+    w.sim.generate_alerts(&a, 1, ago(HOUR), ago(MIN));
+    // A lookback of 1 s stands for the usual 15 min: the gap below is longer.
+    let config = w.config(&POLL.replace(r#"lookback = "2m""#, r#"lookback = "1s""#));
+    // One alert stamped 30 min ahead (within the cursor's horizon).
+    let ahead = Timestamp::now().saturating_add(30 * MIN);
+    w.sim.insert_alert(&a, version(&w, &a, ahead, "New")).unwrap();
+    assert_eq!(w.once(&config).await.code, Some(0));
+    // Alerts made while no poll ran, stamped after the last poll ended.
+    let gap_start = Timestamp::now();
+    let gap = w.sim.generate_alerts(&a, 5, gap_start, Timestamp::now().saturating_add(Duration::from_millis(10)));
+    wait_until("a gap longer than lookback", Duration::from_secs(30), || {
+        Timestamp::now() > gap_start.saturating_add(Duration::from_secs(3))
+    })
+    .await;
+    assert_eq!(w.once(&config).await.code, Some(0));
+    let ids = alert_ids(&w.records());
+    for id in &gap {
+        assert!(ids.contains(id), "alert {id} of the gap was skipped");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_contents_under_one_version_are_emitted_once_each_and_do_not_flip_flop() {
+    use mde_poller::sim::Faults;
+    let mut w = World::new().await;
+    let a = w.tenant("alpha");
+    let ids = w.sim.generate_alerts(&a, 5, ago(HOUR), ago(MIN));
+    w.sim.set_faults(
+        Some(&a),
+        Faults {
+            twin_versions: true,
+            ..Faults::none()
+        },
+    );
+    let config = w.config(POLL);
+    let mut after = Vec::new();
+    for _ in 0..3 {
+        assert_eq!(w.once(&config).await.code, Some(0));
+        after.push(w.records().len());
+    }
+    assert_eq!(after[1], after[0], "the second poll emits nothing: {after:?}");
+    assert_eq!(after[2], after[0], "the third poll emits nothing: {after:?}");
+    for id in &ids {
+        let n = w.records().iter().filter(|r| r["alert"]["id"] == id.as_str()).count();
+        assert!((1..=2).contains(&n), "alert {id} emitted {n} times");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_ignoring_skip_is_worked_around_and_the_rest_keeps_flowing() {
+    use mde_poller::sim::Faults;
+    use mde_poller::timestamp::Timestamp;
+    let mut w = World::new().await;
+    let a = w.tenant("alpha");
+    // 120 alerts in one 100 ns instant (more than a page of 50)...
+    let instant = ago(30 * MIN);
+    let next = Timestamp::from_ticks(instant.ticks() + 1);
+    let mut want: std::collections::HashSet<String> =
+        w.sim.generate_alerts(&a, 120, instant, next).into_iter().collect();
+    // ...and alerts after it, which a stuck poll never reaches.
+    want.extend(w.sim.generate_alerts(&a, 20, ago(20 * MIN), ago(MIN)));
+    w.sim.set_faults(
+        Some(&a),
+        Faults {
+            ignore_skip: true,
+            ..Faults::none()
+        },
+    );
+    let config = w.config(POLL);
+    let r = w.once(&config).await;
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert_eq!(alert_ids(&w.records()), want);
+    assert_no_duplicates(&w.records());
+    let calls = w.sim.requests().len();
+    assert!(calls < 40, "{calls} calls");
+    let status = w.run(&config, &["status", "--json"]).await;
+    assert!(status.stdout.contains("$skip"), "status says what the server does wrong: {}", status.stdout);
+    // The next poll is not stuck either.
+    assert_eq!(w.once(&config).await.code, Some(0));
+}
