@@ -638,8 +638,10 @@ fn handle_page(
             None => Change::New,
             Some((last, hash)) if last == at && hash == p.hash => continue,
             // An older version read again (a lagging replica): emitting it
-            // would make the SIEM's state go backwards.
-            Some((last, _)) if at < last => continue,
+            // would make the SIEM's state go backwards. Unless the version we
+            // hold is stamped ahead of our clock: a server clock ahead must
+            // not hide the real, earlier-stamped updates that follow it.
+            Some((last, _)) if at < last && last <= now => continue,
             Some(_) => Change::Update,
         };
         let record = Record {
