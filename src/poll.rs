@@ -636,7 +636,10 @@ fn handle_page(
         });
         let change = match previous {
             None => Change::New,
-            Some((last, hash)) if last == at && hash == p.hash => continue,
+            // One version with two contents (replicas that disagree): the
+            // larger content hash wins, so each content is emitted at most
+            // once and the two never take turns on later polls.
+            Some((last, hash)) if last == at && p.hash <= hash => continue,
             // An older version read again (a lagging replica): emitting it
             // would make the SIEM's state go backwards. Unless the version we
             // hold is stamped ahead of our clock: a server clock ahead must
