@@ -181,11 +181,13 @@ pub async fn poll_tenant(
 
     let mut report = std::mem::take(&mut run.report);
     report.cursor = run.cursor_text();
+    let ended = Timestamp::now();
     let moved = run
         .cursor
+        .map(|c| not_ahead_of(c, ended))
         .filter(|c| cursor.as_ref().is_none_or(|old| c.at > old.at));
     let outcome = PollOutcome {
-        ended: Timestamp::now(),
+        ended,
         seen: report.seen,
         emitted: report.emitted,
         error: result.as_ref().err().map(|e| e.to_string()),
@@ -194,6 +196,21 @@ pub async fn poll_tenant(
     let id = tenant.tenant_id.clone();
     blocking(&env.store, move |s| s.finish_poll(poll_id, &id, &outcome)).await?;
     result.map(|()| report)
+}
+
+/// A stored cursor never runs ahead of the poll that stores it: the next
+/// lower bound is `min(cursor, now) − lookback`, so a cursor ahead of the
+/// clock (an alert stamped by a server clock ahead) would, after a gap longer
+/// than `lookback`, start the next poll at `now − lookback` and skip the gap.
+fn not_ahead_of(c: Cursor, end: Timestamp) -> Cursor {
+    if c.at <= end {
+        c
+    } else {
+        Cursor {
+            text: end.to_string(),
+            at: end,
+        }
+    }
 }
 
 struct Run<'a> {
