@@ -41,6 +41,9 @@ const MAX_INSTANT_PAGES: u32 = 100;
 /// window split by time instead (a $top of 10,000 in pages of 100 is 100).
 const MAX_CHAIN_LINKS: usize = 200;
 
+/// The largest `$top` the API accepts.
+const MAX_TOP: u32 = 10_000;
+
 /// Retries of a page that arrived as malformed JSON (a truncated body).
 const MALFORMED_RETRIES: u32 = 5;
 
@@ -168,6 +171,7 @@ pub async fn poll_tenant(
         cursor: cursor.clone(),
         body_buf: Vec::new(),
         out_buf: Vec::new(),
+        warning: None,
     };
     let lower = match &cursor {
         // Re-read `lookback` behind the newest change seen: alerts reach the
@@ -191,6 +195,7 @@ pub async fn poll_tenant(
         seen: report.seen,
         emitted: report.emitted,
         error: result.as_ref().err().map(|e| e.to_string()),
+        warning: run.warning.take(),
         cursor: if result.is_ok() { moved } else { None },
     };
     let id = tenant.tenant_id.clone();
@@ -224,6 +229,8 @@ struct Run<'a> {
     /// buffer, rather than a fresh ~12 MB + 2 MB pair per page.
     body_buf: Vec<u8>,
     out_buf: Vec<u8>,
+    /// What the server does wrong that this poll worked around, for `status`.
+    warning: Option<String>,
 }
 
 /// A window `[from, to)`; `to = None` is open-ended, so that an alert stamped
@@ -349,6 +356,7 @@ impl Run<'_> {
         let page_size = self.env.settings.page_size;
         let mut skip = 0u32;
         tracing::warn!(event = "instant_paging", tenant = %self.tenant.name, at = %at, "one instant holds a full page: paging with $skip");
+        let mut first_page = None;
         for _ in 0..MAX_INSTANT_PAGES {
             let query = Query {
                 from: at,
@@ -370,13 +378,45 @@ impl Run<'_> {
                     skip = skip.saturating_add(page_size);
                 }
                 Handled::Done { count, .. } if count < page_size as usize => return Ok(()),
-                _ => skip = skip.saturating_add(page_size),
+                _ => {
+                    let digest = id_digest(&self.body_buf);
+                    if skip > 0 && digest.is_some() && digest == first_page {
+                        return self.skip_ignored(at).await;
+                    }
+                    first_page = first_page.or(digest);
+                    skip = skip.saturating_add(page_size)
+                }
             }
         }
         // A server that ignores $skip answers the same full page forever.
         Err(PollError::Malformed(format!(
             "the API returned {MAX_INSTANT_PAGES} full pages for the one instant {at}: it seems to ignore $skip"
         )))
+    }
+
+    /// The server answered the same page whatever the `$skip`: read the
+    /// instant once more with the largest `$top` the API takes, which is all
+    /// that still works, and say so in `status`; the poll goes on.
+    async fn skip_ignored(&mut self, at: Timestamp) -> Result<(), PollError> {
+        let query = Query {
+            from: at,
+            to: Some(Timestamp::from_ticks(at.ticks() + 1)),
+            top: MAX_TOP,
+            skip: 0,
+            expand_evidence: self.env.settings.expand_evidence,
+        };
+        let count = match self.fetch_and_handle(Source::Query(&query), true).await? {
+            Handled::Done { count, .. } => count,
+            Handled::Full { .. } => MAX_TOP as usize,
+        };
+        let note = if count >= MAX_TOP as usize {
+            format!("the API ignores $skip: alerts past the first {MAX_TOP} of the instant {at} cannot be read")
+        } else {
+            format!("the API ignores $skip: the instant {at} ({count} alerts) was read with $top={MAX_TOP} instead")
+        };
+        tracing::warn!(event = "skip_ignored", tenant = %self.tenant.name, at = %at, count, "{note}");
+        self.warning = Some(note);
+        Ok(())
     }
 
     /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held
@@ -705,6 +745,20 @@ fn handle_page(
         newest,
         next_link: page.next_link,
     })
+}
+
+/// The alert ids of a page, sorted and hashed: two answers with the same
+/// digest hold the same alerts (in whatever order the server sent them).
+fn id_digest(body: &[u8]) -> Option<u64> {
+    let page: crate::api::Page<'_> = serde_json::from_slice(body).ok()?;
+    let mut ids: Vec<String> = page
+        .value
+        .iter()
+        .filter_map(|raw| serde_json::from_str::<AlertKey>(raw.get()).ok()?.id)
+        .map(Cow::into_owned)
+        .collect();
+    ids.sort_unstable();
+    Some(xxhash_rust::xxh3::xxh3_64(ids.join("\n").as_bytes()))
 }
 
 /// Runs a store call on the blocking pool, retrying a busy database briefly.

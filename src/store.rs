@@ -178,6 +178,9 @@ pub struct PollOutcome {
     pub emitted: u64,
     /// `None` on success.
     pub error: Option<String>,
+    /// On success: what the server did wrong that the poll worked around;
+    /// shown by `status` where errors are.
+    pub warning: Option<String>,
     /// The newest `lastUpdateTime` emitted; stored only if newer than the
     /// current cursor.
     pub cursor: Option<Cursor>,
@@ -469,9 +472,9 @@ impl Store {
                 None => tx
                     .prepare_cached(
                         "UPDATE tenants SET last_poll_ended = ?2, last_success = ?2, \
-                         last_error = NULL WHERE tenant_id = ?1",
+                         last_error = ?3 WHERE tenant_id = ?1",
                     )?
-                    .execute(params![tenant_id, ended])?,
+                    .execute(params![tenant_id, ended, outcome.warning])?,
                 Some(error) => tx
                     .prepare_cached(
                         "UPDATE tenants SET last_poll_ended = ?2, last_error = ?3 \
@@ -644,6 +647,7 @@ mod tests {
             seen: 3,
             emitted: 2,
             error: None,
+            warning: None,
             cursor: cursor.map(|c| Cursor {
                 text: c.to_owned(),
                 at: ts(c),
@@ -1019,6 +1023,7 @@ mod tests {
                     seen: 0,
                     emitted: 0,
                     error: Some("HTTP 503 from the alerts API".into()),
+                    warning: None,
                     cursor: None,
                 },
             )

@@ -349,7 +349,12 @@ async fn tenants_whose_requests_time_out_do_not_hold_up_a_healthy_one() {
 }
 
 /// A copy of a generated alert of `tenant` with `lastUpdateTime` and `status` set.
-fn version(w: &World, tenant: &str, at: mde_poller::timestamp::Timestamp, status: &str) -> serde_json::Value {
+fn version(
+    w: &World,
+    tenant: &str,
+    at: mde_poller::timestamp::Timestamp,
+    status: &str,
+) -> serde_json::Value {
     let mut v = w.sim.current(tenant).pop().expect("one alert");
     v["lastUpdateTime"] = at.to_string().into();
     v["status"] = status.into();
@@ -374,7 +379,9 @@ async fn real_updates_after_a_future_stamped_version_reach_the_output() {
     let config = w.config(POLL);
     // A replica with its clock two hours ahead stamps one read...
     let future = Timestamp::now().saturating_add(2 * HOUR);
-    w.sim.insert_alert(&a, version(&w, &a, future, "New")).unwrap();
+    w.sim
+        .insert_alert(&a, version(&w, &a, future, "New"))
+        .unwrap();
     assert_eq!(w.once(&config).await.code, Some(0));
     assert_eq!(last_of(&w, &id)["alert"]["status"], "New");
     // ...then the real updates come, correctly stamped (earlier than it).
@@ -403,14 +410,23 @@ async fn a_cursor_ahead_of_the_clock_does_not_skip_a_gap_longer_than_lookback() 
     let config = w.config(&POLL.replace(r#"lookback = "2m""#, r#"lookback = "1s""#));
     // One alert stamped 30 min ahead (within the cursor's horizon).
     let ahead = Timestamp::now().saturating_add(30 * MIN);
-    w.sim.insert_alert(&a, version(&w, &a, ahead, "New")).unwrap();
+    w.sim
+        .insert_alert(&a, version(&w, &a, ahead, "New"))
+        .unwrap();
     assert_eq!(w.once(&config).await.code, Some(0));
     // Alerts made while no poll ran, stamped after the last poll ended.
     let gap_start = Timestamp::now();
-    let gap = w.sim.generate_alerts(&a, 5, gap_start, Timestamp::now().saturating_add(Duration::from_millis(10)));
-    wait_until("a gap longer than lookback", Duration::from_secs(30), || {
-        Timestamp::now() > gap_start.saturating_add(Duration::from_secs(3))
-    })
+    let gap = w.sim.generate_alerts(
+        &a,
+        5,
+        gap_start,
+        Timestamp::now().saturating_add(Duration::from_millis(10)),
+    );
+    wait_until(
+        "a gap longer than lookback",
+        Duration::from_secs(30),
+        || Timestamp::now() > gap_start.saturating_add(Duration::from_secs(3)),
+    )
     .await;
     assert_eq!(w.once(&config).await.code, Some(0));
     let ids = alert_ids(&w.records());
@@ -438,10 +454,20 @@ async fn two_contents_under_one_version_are_emitted_once_each_and_do_not_flip_fl
         assert_eq!(w.once(&config).await.code, Some(0));
         after.push(w.records().len());
     }
-    assert_eq!(after[1], after[0], "the second poll emits nothing: {after:?}");
-    assert_eq!(after[2], after[0], "the third poll emits nothing: {after:?}");
+    assert_eq!(
+        after[1], after[0],
+        "the second poll emits nothing: {after:?}"
+    );
+    assert_eq!(
+        after[2], after[0],
+        "the third poll emits nothing: {after:?}"
+    );
     for id in &ids {
-        let n = w.records().iter().filter(|r| r["alert"]["id"] == id.as_str()).count();
+        let n = w
+            .records()
+            .iter()
+            .filter(|r| r["alert"]["id"] == id.as_str())
+            .count();
         assert!((1..=2).contains(&n), "alert {id} emitted {n} times");
     }
 }
@@ -455,8 +481,11 @@ async fn a_server_ignoring_skip_is_worked_around_and_the_rest_keeps_flowing() {
     // 120 alerts in one 100 ns instant (more than a page of 50)...
     let instant = ago(30 * MIN);
     let next = Timestamp::from_ticks(instant.ticks() + 1);
-    let mut want: std::collections::HashSet<String> =
-        w.sim.generate_alerts(&a, 120, instant, next).into_iter().collect();
+    let mut want: std::collections::HashSet<String> = w
+        .sim
+        .generate_alerts(&a, 120, instant, next)
+        .into_iter()
+        .collect();
     // ...and alerts after it, which a stuck poll never reaches.
     want.extend(w.sim.generate_alerts(&a, 20, ago(20 * MIN), ago(MIN)));
     w.sim.set_faults(
@@ -474,7 +503,11 @@ async fn a_server_ignoring_skip_is_worked_around_and_the_rest_keeps_flowing() {
     let calls = w.sim.requests().len();
     assert!(calls < 40, "{calls} calls");
     let status = w.run(&config, &["status", "--json"]).await;
-    assert!(status.stdout.contains("$skip"), "status says what the server does wrong: {}", status.stdout);
+    assert!(
+        status.stdout.contains("$skip"),
+        "status says what the server does wrong: {}",
+        status.stdout
+    );
     // The next poll is not stuck either.
     assert_eq!(w.once(&config).await.code, Some(0));
 }
