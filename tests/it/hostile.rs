@@ -365,8 +365,7 @@ fn version(
 fn last_of(w: &World, id: &str) -> serde_json::Value {
     w.records()
         .into_iter()
-        .filter(|r| r["alert"]["id"] == id)
-        .last()
+        .rfind(|r| r["alert"]["id"] == id)
         .expect("the alert was emitted")
 }
 
