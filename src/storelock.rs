@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Held for as long as the process writes to the database.
@@ -54,15 +55,22 @@ impl StoreLock {
             source,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // The database's own directory is created by the store; the lock
-            // is taken first, so it creates it here with the same care.
-            std::fs::create_dir_all(dir).map_err(io)?;
+            // The lock is taken before the store opens, so it creates the
+            // database's directory, as private as the store would (0700).
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(io)?;
+            }
         }
         let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
             .open(&path)
             .map_err(io)?;
         match file.try_lock() {
