@@ -56,10 +56,18 @@ impl CheckResult {
 /// alert with it.
 pub async fn check(settings: &Settings) -> anyhow::Result<Vec<CheckResult>> {
     let http = crate::http::client(&settings.http, settings.poll.timeout)?;
+    // As many tenants at once as a poll would: a thousand tenants must not
+    // become a thousand simultaneous token requests.
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        settings.poll.concurrency.max(1),
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     for tenant in settings.enabled_tenants().cloned() {
-        let http = http.clone();
-        tasks.spawn(async move { check_tenant(http, tenant).await });
+        let (http, permits) = (http.clone(), Arc::clone(&permits));
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("never closed");
+            check_tenant(http, tenant).await
+        });
     }
     let mut results = Vec::new();
     while let Some(r) = tasks.join_next().await {

@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
     }
     #[cfg(feature = "sim")]
     if let Command::Demo { duration } = cli.command {
-        return exit(demo::run(duration).await.map(|()| true));
+        return exit(demo::run(duration).await.map(|()| true), false);
     }
     let settings = match config::load(&cli.config) {
         Ok(s) => s,
@@ -31,6 +31,9 @@ async fn main() -> ExitCode {
         }
     };
     let log = logging::init_with_warnings(&settings);
+    // The daemon's fatal error goes to its log (journald); a command run by
+    // hand says it once, in plain words, on stderr.
+    let daemon = matches!(cli.command, Command::Run);
     let outcome = match cli.command {
         Command::Run => daemon::run(&cli.config, settings, Some(log), daemon::termination())
             .await
@@ -50,7 +53,7 @@ async fn main() -> ExitCode {
         #[cfg(feature = "sim")]
         Command::Demo { .. } => unreachable!("handled above"),
     };
-    exit(outcome)
+    exit(outcome, daemon)
 }
 
 /// Prints a command's report; the command succeeded if it has one.
@@ -58,13 +61,16 @@ fn printed(report: anyhow::Result<String>) -> anyhow::Result<bool> {
     report.map(|text| print!("{text}")).map(|()| true)
 }
 
-fn exit(outcome: anyhow::Result<bool>) -> ExitCode {
+fn exit(outcome: anyhow::Result<bool>, daemon: bool) -> ExitCode {
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            mde_poller::events::fatal(&e);
-            eprintln!("mde-poller: {e:#}");
+            if daemon {
+                mde_poller::events::fatal(&e);
+            } else {
+                eprintln!("mde-poller: {e:#}");
+            }
             ExitCode::from(1)
         }
     }

@@ -70,6 +70,13 @@ pub enum StoreError {
     Uninitialized { path: PathBuf },
 
     #[error(
+        "store.path {} is a directory: name a database file inside it, e.g. {}/state.db",
+        path.display(),
+        path.display()
+    )]
+    IsDirectory { path: PathBuf },
+
+    #[error(
         "disk full while writing the state database {}: free space on that filesystem; the \
          transaction was rolled back and its batch will be repeated",
         path.display()
@@ -304,6 +311,11 @@ impl Store {
     /// never creates, never migrates, and reads while the daemon writes
     /// (WAL readers do not block the writer).
     pub fn open_read_only(path: &Path) -> Result<Store> {
+        if path.is_dir() {
+            return Err(StoreError::IsDirectory {
+                path: path.to_owned(),
+            });
+        }
         if !path.exists() {
             return Err(StoreError::Missing {
                 path: path.to_owned(),
@@ -651,6 +663,11 @@ fn audit(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<AuditSumma
 /// Creates the directory (0700) and the file (0600) before SQLite opens it,
 /// so the database is never readable by others, not even for an instant.
 fn prepare_file(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(StoreError::IsDirectory {
+            path: path.to_owned(),
+        });
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.exists() {
             DirBuilder::new()

@@ -510,3 +510,55 @@ async fn a_server_ignoring_skip_is_worked_around_and_the_rest_keeps_flowing() {
     // The next poll is not stuck either.
     assert_eq!(w.once(&config).await.code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_asks_no_more_tenants_at_once_than_concurrency_allows() {
+    let mut w = World::new().await;
+    for name in ["alpha", "bravo", "charlie", "delta"] {
+        w.tenant(name);
+    }
+    // Every API answer takes 300 ms: one tenant at a time takes >= 1.2 s,
+    // all four at once (what check used to do) about 0.3 s.
+    w.sim.set_latency(mde_poller::sim::Latency {
+        fixed: Duration::from_millis(300),
+        per_alert: Duration::ZERO,
+    });
+    let config = w.config(&format!("{POLL}\nconcurrency = 1"));
+    let started = std::time::Instant::now();
+    let run = w.run(&config, &["check", "--json"]).await;
+    let took = started.elapsed();
+    assert_eq!(run.code, Some(0), "{}{}", run.stdout, run.stderr);
+    assert!(
+        took >= Duration::from_millis(1200),
+        "four checks at concurrency 1 took only {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_path_that_is_a_directory_is_named_plainly_and_said_once() {
+    let mut w = World::new().await;
+    w.tenant("alpha");
+    let config = w.config(POLL);
+    let dir = w.path("a-folder");
+    std::fs::create_dir(&dir).unwrap();
+    for command in ["status", "once"] {
+        let out = tokio::process::Command::new(bin())
+            .arg("--config")
+            .arg(&config)
+            .arg(command)
+            .env("MDE_POLLER_STORE__PATH", &dir)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        let said: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("is a directory"))
+            .collect();
+        assert_eq!(said.len(), 1, "{command} says it once: {stderr}");
+        assert!(!stderr.contains("disk I/O error"), "{command}: {stderr}");
+    }
+}
