@@ -144,6 +144,8 @@ pub enum ApiError {
     /// it would send the tenant's bearer token there.
     #[error("the alerts API's @odata.nextLink points to {host}, not to {api}: not followed, so the token is not sent there")]
     ForeignNextLink { host: String, api: String },
+    #[error("the alerts API sent an answer over {} MiB, the most one page may take: refused (a broken server or proxy: 10,000 alerts with evidence weigh about 25 MB)", limit >> 20)]
+    TooLarge { limit: usize },
     #[error("stopped by shutdown")]
     Cancelled,
 }
@@ -186,6 +188,7 @@ impl ApiError {
             ApiError::Transport(_) => "API unreachable".to_owned(),
             ApiError::Malformed(_) => "malformed API answer".to_owned(),
             ApiError::ForeignNextLink { host, .. } => format!("nextLink to {host} refused"),
+            ApiError::TooLarge { .. } => "API answer too large".to_owned(),
             ApiError::Cancelled => "stopped by shutdown".to_owned(),
         }
     }
@@ -217,6 +220,9 @@ impl ApiError {
             }
             ApiError::ForeignNextLink { .. } => {
                 "the API's answer sent paging to another host: check api_url and `cloud` (api_url must be the host the API answers from), and any proxy in between that rewrites responses"
+            }
+            ApiError::TooLarge { .. } => {
+                "an answer was larger than any real page: check api_url and any proxy in between; lower `poll.page_size` if pages with evidence are really that large"
             }
             ApiError::Cancelled => "none: the daemon is stopping",
         }
@@ -292,7 +298,7 @@ impl AlertsApi {
         cancel: &CancellationToken,
         buf: Vec<u8>,
     ) -> Result<PageBody, ApiError> {
-        if !link.starts_with(&format!("{}/", self.base)) {
+        if !self.owns_link(link) {
             // Only the host is named: the link's query is long and the
             // operator needs to see where it pointed, not what it asked.
             let host = reqwest::Url::parse(link)
@@ -305,6 +311,12 @@ impl AlertsApi {
             });
         }
         self.get_with_retries(link, cancel, buf).await
+    }
+
+    /// Whether `link` points at this API (and so may carry the token).
+    pub fn owns_link(&self, link: &str) -> bool {
+        link.strip_prefix(&self.base)
+            .is_some_and(|rest| rest.starts_with('/'))
     }
 
     async fn get_with_retries(
@@ -363,9 +375,10 @@ impl AlertsApi {
                 delay = Duration::ZERO;
             }
             crate::events::api_retry(self.tokens.tenant_name(), &err, backoff.attempts(), delay);
+            // The concurrency slot is lent out meanwhile: waiting tenants go first.
             tokio::select! {
                 _ = cancel.cancelled() => return Err(ApiError::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
+                _ = crate::slots::idle(tokio::time::sleep(delay)) => {}
             }
         }
     }
@@ -389,9 +402,14 @@ impl AlertsApi {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        read_body(response, buf)
+        crate::http::read_capped(response, buf, crate::http::MAX_RESPONSE)
             .await
-            .map_err(|e| ApiError::Transport(format!("reading the body: {}", describe(&e))))?;
+            .map_err(|e| match e {
+                crate::http::ReadError::Transport(e) => {
+                    ApiError::Transport(format!("reading the body: {}", describe(&e)))
+                }
+                crate::http::ReadError::TooLarge { limit } => ApiError::TooLarge { limit },
+            })?;
         if status == 200 {
             return Ok(());
         }
@@ -416,24 +434,6 @@ impl AlertsApi {
             _ => ApiError::Unexpected { status, message },
         })
     }
-}
-
-/// The whole body in one buffer, sized by `Content-Length` when given, each
-/// network chunk dropped once copied. `Response::bytes` would hold every chunk
-/// until the end and then copy them all: twice a 10,000-alert page (~12 MB)
-/// at the peak, instead of once.
-async fn read_body(
-    mut response: reqwest::Response,
-    buf: &mut Vec<u8>,
-) -> Result<(), reqwest::Error> {
-    buf.clear();
-    // Capped: the header is the server's word, not a promise.
-    let hint = response.content_length().unwrap_or(0).min(64 << 20) as usize;
-    buf.reserve(hint);
-    while let Some(chunk) = response.chunk().await? {
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(())
 }
 
 /// The `error.code: message` of an API error body, or a note that there was

@@ -27,6 +27,7 @@ use crate::output::{Emitter, Sink};
 use crate::poll::{self, AuditCounts, PollEnv, PollError, TenantPoll};
 use crate::ratelimit::{CallBudget, PER_HOUR, PER_MINUTE};
 use crate::store::{AuditSummary, Store, StoreError};
+use crate::storelock::{LockError, StoreLock};
 use crate::timestamp::Timestamp;
 
 /// The range one audit of one tenant compares, and why it is narrower than
@@ -169,6 +170,18 @@ pub async fn command(
     };
     let path = settings.store.path.clone();
     let repair = opts.repair;
+    // A repair writes (the output and the store) as a poll does: like `run`
+    // and `once` it needs the database to itself, for as long as it runs.
+    let _lock = match repair.then(|| StoreLock::acquire(&path)).transpose() {
+        Ok(lock) => lock,
+        Err(e @ LockError::Held { .. }) => anyhow::bail!(
+            "{e}\naudit --repair needs the database to itself. While the daemon runs, its \
+             self-audit repairs on its own: set [audit] every = \"24h\" (and reload). Or stop \
+             the daemon, run `mde-poller audit --repair`, and start it again. A plain \
+             `mde-poller audit` (no --repair) runs beside the daemon."
+        ),
+        Err(e) => return Err(e.into()),
+    };
     let store = tokio::task::spawn_blocking(move || {
         if repair {
             Store::open(&path)
@@ -429,6 +442,7 @@ mod tests {
                     emitted: 0,
                     requests: 1,
                     error: None,
+                    warning: None,
                     cursor: Some(crate::store::Cursor {
                         text: cursor.to_string(),
                         at: cursor,

@@ -393,21 +393,23 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
         return;
     }
     let permits = inner.permits.read().expect("permits lock").clone();
-    let permit = tokio::select! {
-        p = permits.acquire_owned() => p.expect("semaphore never closed"),
+    let slot = tokio::select! {
+        s = crate::slots::take(permits) => s,
         _ = inner.cancel.cancelled() => return,
     };
     let env = inner.env.read().expect("env lock").clone();
     let started = Instant::now();
-    let result = poll::poll_tenant(&env, &runtime.poll, &inner.cancel).await;
+    let result = slot
+        .run(poll::poll_tenant(&env, &runtime.poll, &inner.cancel))
+        .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(report) => {
             events::poll_finished(name, &report, elapsed_ms);
             *runtime.auth_pause.lock().expect("pause lock") = None;
             set_health(&inner, name, Health::Ok);
-            // The poll's slot goes to the next tenant's poll, not the audit.
-            drop(permit);
+            // The poll's slot went back with its end: the audit holds none,
+            // so it never keeps another tenant's poll waiting.
             self_audit_if_due(&inner, &runtime, &env).await;
         }
         Err(e) if e.is_cancelled() => events::poll_abandoned(name),

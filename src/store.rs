@@ -184,6 +184,9 @@ pub struct PollOutcome {
     pub requests: u64,
     /// `None` on success.
     pub error: Option<String>,
+    /// On success: what the server did wrong that the poll worked around;
+    /// shown by `status` where errors are.
+    pub warning: Option<String>,
     /// The newest `lastUpdateTime` emitted; stored only if newer than the
     /// current cursor.
     pub cursor: Option<Cursor>,
@@ -495,9 +498,9 @@ impl Store {
                 None => tx
                     .prepare_cached(
                         "UPDATE tenants SET last_poll_ended = ?2, last_success = ?2, \
-                         last_error = NULL WHERE tenant_id = ?1",
+                         last_error = ?3 WHERE tenant_id = ?1",
                     )?
-                    .execute(params![tenant_id, ended])?,
+                    .execute(params![tenant_id, ended, outcome.warning])?,
                 Some(error) => tx
                     .prepare_cached(
                         "UPDATE tenants SET last_poll_ended = ?2, last_error = ?3 \
@@ -776,6 +779,7 @@ mod tests {
             emitted: 2,
             requests: 4,
             error: None,
+            warning: None,
             cursor: cursor.map(|c| Cursor {
                 text: c.to_owned(),
                 at: ts(c),
@@ -1124,6 +1128,7 @@ mod tests {
                 emitted: 0,
                 requests,
                 error: error.map(str::to_owned),
+                warning: None,
                 cursor: None,
             };
             store.finish_poll(p, TENANT, &outcome).unwrap();
@@ -1216,6 +1221,7 @@ mod tests {
                     emitted: 0,
                     requests: 1,
                     error: Some("HTTP 503 from the alerts API".into()),
+                    warning: None,
                     cursor: None,
                 },
             )

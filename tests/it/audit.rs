@@ -259,3 +259,33 @@ async fn a_bad_audit_key_is_a_config_error_naming_it() {
         assert!(run.stderr.contains(key), "{extra}: {}", run.stderr);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn beside_a_running_daemon_audit_reads_and_repair_is_refused_with_the_way_out() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    w.sim.generate_alerts(&t, 5, ago(2 * HOUR), ago(HOUR));
+    recent(&w, &t);
+    let config = w.config(POLL);
+    let mut daemon = w.daemon(&config);
+    daemon
+        .wait_for_events("poll_finished", 1, WITHIN, |_| true)
+        .await;
+
+    let read = w.run(&config, &["audit", "--json"]).await;
+    assert_eq!(
+        read.code,
+        Some(0),
+        "a plain audit needs no lock\n{}",
+        read.stderr
+    );
+    assert_eq!(audit_json(&read)[0]["in_api"], 5);
+
+    let repair = w.run(&config, &["audit", "--repair"]).await;
+    assert_eq!(repair.code, Some(1), "{}", repair.stderr);
+    let pid = daemon.pid().to_string();
+    for words in ["state.db", pid.as_str(), "[audit] every", "stop the daemon"] {
+        assert!(repair.stderr.contains(words), "{words}: {}", repair.stderr);
+    }
+    daemon.stop().await;
+}
