@@ -27,6 +27,7 @@ use crate::config::{Credential, HttpSettings, PollSettings, Settings, TenantSett
 use crate::events;
 use crate::poll::{self, PollEnv, TenantPoll};
 use crate::ratelimit::CallBudget;
+use crate::timestamp::Timestamp;
 
 /// The longest pause of a tenant whose token requests fail for a reason the
 /// operator must fix.
@@ -435,8 +436,9 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
 /// after a successful poll (holding the tenant's lock, so no poll of it runs
 /// meanwhile and nothing is emitted twice), one tenant at a time, and only
 /// while at least half the tenant's call budget is left, so that an audit
-/// never takes the calls its polls need. A tenant's first audit comes within
-/// one poll interval of start (spread by its id), then every `every`.
+/// never takes the calls its polls need. Due `every` after the last audit
+/// the database recorded; never audited, within one poll interval of start
+/// (spread by tenant id).
 async fn self_audit_if_due(inner: &Inner, runtime: &TenantRuntime, env: &PollEnv) {
     let plan = inner.audit.read().expect("audit lock").clone();
     let Some(every) = plan.every else {
@@ -444,16 +446,39 @@ async fn self_audit_if_due(inner: &Inner, runtime: &TenantRuntime, env: &PollEnv
     };
     let id = &runtime.poll.tenant_id;
     let name = &runtime.poll.name;
-    let now = Instant::now();
-    let due = *inner
+    let known = inner
         .audit_due
         .lock()
         .expect("audit_due lock")
-        .entry(id.clone())
-        .or_insert_with(|| {
-            let spread = every.min(runtime.interval).as_millis().max(1) as u64;
-            now + Duration::from_millis(xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % spread)
-        });
+        .get(id)
+        .copied();
+    let due = match known {
+        Some(due) => due,
+        None => {
+            // After a restart, the audit the database recorded still counts.
+            let tid = id.clone();
+            let last = crate::poll::blocking(&env.store, move |s| s.last_audit_ended(&tid))
+                .await
+                .ok()
+                .flatten();
+            let wall = Timestamp::now();
+            let due = match last.map(|l| l.saturating_add(every)) {
+                Some(next) if next > wall => Instant::now() + next.since(wall),
+                _ => {
+                    let spread = every.min(runtime.interval).as_millis().max(1) as u64;
+                    Instant::now()
+                        + Duration::from_millis(xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % spread)
+                }
+            };
+            inner
+                .audit_due
+                .lock()
+                .expect("audit_due lock")
+                .insert(id.clone(), due);
+            due
+        }
+    };
+    let now = Instant::now();
     if now < due {
         return;
     }

@@ -235,6 +235,36 @@ async fn the_self_audit_catches_a_late_arrival_beyond_lookback_and_emits_it() {
         "{text}"
     );
     daemon.stop().await;
+
+    // A restart keeps the gauge (from the database) and the schedule: the
+    // audit of an hour ago is not run again at once.
+    let mut again = w.daemon(&config);
+    let address = again
+        .wait_for_events("metrics_listening", 1, WITHIN, |_| true)
+        .await[0]["address"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    again
+        .wait_for_events("poll_finished", 3, WITHIN, |_| true)
+        .await;
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "mde_poller_audit_missing_versions{tenant=\"contoso\"} 1"),
+        "{text}"
+    );
+    assert!(
+        again.events("audit_finished").is_empty(),
+        "{}",
+        again.stderr()
+    );
+    again.stop().await;
     let status = w.run(&config, &["status", "--json"]).await;
     let status: Value = serde_json::from_str(&status.stdout).unwrap();
     assert_eq!(status[0]["last_audit"]["missing"], 1);
