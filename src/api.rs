@@ -259,6 +259,11 @@ impl AlertsApi {
         &self.tokens
     }
 
+    /// Calls the tenant's budget still allows: (this minute, this hour).
+    pub fn budget_left(&self) -> (usize, usize) {
+        self.budget.left()
+    }
+
     /// How long the server's last `Retry-After` still forbids calls.
     pub fn blocked_for(&self) -> Option<Duration> {
         self.budget.blocked_for()

@@ -43,6 +43,27 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare per tenant the alert versions the API holds with those emitted (1 if any missing).
+    ///
+    /// Reads the store read-only and takes no lock, so it runs beside the
+    /// daemon. `--repair` emits the missing versions through the normal
+    /// output and needs the store to itself: stop the daemon first (or let
+    /// its `[audit]` repair on its own).
+    Audit {
+        /// How far back to compare, e.g. 7d, 36h (clamped to store.retention
+        /// and to how far the tenant's first poll reached).
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// Only this tenant (its [tenants.NAME] key).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Emit the missing versions (new or update, as a poll would).
+        #[arg(long)]
+        repair: bool,
+        /// One JSON array, an object per tenant.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the daemon against the built-in simulator on loopback; no credentials needed.
     #[cfg(feature = "sim")]
     Demo {

@@ -305,6 +305,33 @@ pub fn api_retry(tenant: &str, error: &impl Display, attempt: u32, delay: Durati
     tracing::warn!(event = "api_retry", tenant, error = %error, attempt, delay_ms = delay.as_millis() as u64, "alerts API page not had; fetching it again");
 }
 
+// ---- Audits ---------------------------------------------------------------
+
+/// One tenant's audit ended: WARN when versions were missing (polling alone
+/// lost them: `lookback` may be too short), INFO otherwise.
+pub fn audit_finished(
+    tenant: &str,
+    range: &crate::audit::Range,
+    counts: &crate::poll::AuditCounts,
+) {
+    metrics::global().set_audit_missing(tenant, counts.missing);
+    let (from, to) = (range.from, range.to);
+    if counts.missing > 0 {
+        tracing::warn!(event = "audit_finished", tenant, from = %from, to = %to, in_api = counts.in_api, emitted = counts.emitted, missing = counts.missing, repaired = counts.repaired, requests = counts.requests, "audit found alert versions the API holds that were never emitted");
+    } else {
+        tracing::info!(event = "audit_finished", tenant, from = %from, to = %to, in_api = counts.in_api, emitted = counts.emitted, missing = counts.missing, repaired = counts.repaired, requests = counts.requests, "audit finished: nothing missing");
+    }
+}
+
+pub fn audit_failed(tenant: &str, error: &PollError) {
+    tracing::warn!(event = "audit_failed", tenant, error = %error, hint = error.hint(), "audit failed; the next one tries again");
+}
+
+/// A due self-audit that waits for a later tick (`reason` says why).
+pub fn audit_deferred(tenant: &str, reason: &'static str) {
+    tracing::debug!(event = "audit_deferred", tenant, reason, "audit deferred");
+}
+
 // ---- Tokens ---------------------------------------------------------------
 
 pub fn token_acquired(tenant: &str, expires_in: Duration) {

@@ -20,7 +20,8 @@
 //!   feature `sim` (on by default, off in the packaged daemon).
 //!
 //! Around them: [`cli`] (the command line), [`commands`] (`check`, `status`,
-//! `consent-url`), `demo`, [`events`] (every log line, by name),
+//! `consent-url`), [`audit`] (`audit` and the daemon's self-audit: the API
+//! against the store, through `poll`'s reading), `demo`, [`events`] (every log line, by name),
 //! [`logging`] (tracing on stderr), [`metrics`] (Prometheus counters and
 //! gauges, `/metrics` and `/healthz`), [`notify`]
 //! (sd_notify and the watchdog), [`http`] (the shared client), [`backoff`],
@@ -31,6 +32,7 @@
 //! decides what counts as new.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod cli;

@@ -50,6 +50,19 @@ async fn main() -> ExitCode {
         Command::Status { json } => {
             printed(commands::status(&settings).map(|rows| commands::status_report(&rows, json)))
         }
+        Command::Audit {
+            since,
+            tenant,
+            repair,
+            json,
+        } => {
+            let opts = mde_poller::audit::Options {
+                since,
+                tenant,
+                repair,
+            };
+            mde_poller::audit::run(&settings, &opts, json, daemon::termination()).await
+        }
         #[cfg(feature = "sim")]
         Command::Demo { .. } => unreachable!("handled above"),
     };

@@ -81,6 +81,41 @@ impl CallBudget {
         }
     }
 
+    /// Calls the limits still allow now: (in the short window, in the long).
+    pub fn left(&self) -> (usize, usize) {
+        let now = Instant::now();
+        let mut state = self.state.lock().expect("budget lock");
+        self.next_slot(&mut state, now);
+        let count = |window: Duration| {
+            state
+                .granted
+                .iter()
+                .rev()
+                .take_while(|t| now.duration_since(**t) < window)
+                .count()
+        };
+        (
+            self.short.0.saturating_sub(count(self.short.1)),
+            self.long.0.saturating_sub(count(self.long.1)),
+        )
+    }
+
+    /// Counts calls another process made (read from the store): `last_short`
+    /// in the short window and `last_long` in the long one, the ones older
+    /// than the short window taken as leaving the long one last.
+    pub fn already_spent(&self, last_short: usize, last_long: usize) {
+        let now = Instant::now();
+        let older = now.checked_sub(self.short.1).unwrap_or(now);
+        let mut state = self.state.lock().expect("budget lock");
+        let mut earlier: Vec<Instant> =
+            std::iter::repeat_n(older, last_long.saturating_sub(last_short))
+                .chain(std::iter::repeat_n(now, last_short))
+                .collect();
+        earlier.extend(state.granted.drain(..));
+        earlier.sort();
+        state.granted = earlier.into();
+    }
+
     /// Time left on the server's last `Retry-After`, if any.
     pub fn blocked_for(&self) -> Option<Duration> {
         let state = self.state.lock().expect("budget lock");
@@ -167,6 +202,22 @@ mod tests {
         assert!(
             start.elapsed() >= HOUR,
             "call 1501 waited for the hour to roll"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_spent_elsewhere_count_against_the_budget() {
+        let budget = CallBudget::default();
+        assert_eq!(budget.left(), (100, 1500));
+        budget.already_spent(30, 1000);
+        assert_eq!(budget.left(), (70, 500));
+        budget.acquire().await;
+        assert_eq!(budget.left(), (69, 499));
+        tokio::time::advance(MINUTE).await;
+        assert_eq!(
+            budget.left(),
+            (100, 499),
+            "the minute's calls left the window"
         );
     }
 

@@ -27,6 +27,7 @@ use crate::config::{Credential, HttpSettings, PollSettings, Settings, TenantSett
 use crate::events;
 use crate::poll::{self, PollEnv, TenantPoll};
 use crate::ratelimit::CallBudget;
+use crate::timestamp::Timestamp;
 
 /// The longest pause of a tenant whose token requests fail for a reason the
 /// operator must fix.
@@ -65,6 +66,29 @@ struct Inner {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     budgets: Mutex<HashMap<String, Arc<CallBudget>>>,
     observer: Box<dyn Observer>,
+    /// `[audit]` and the retention that clamps it (`once` never audits).
+    audit: RwLock<AuditPlan>,
+    /// When each tenant's next self-audit is due, by tenant id.
+    audit_due: Mutex<HashMap<String, Instant>>,
+    /// One self-audit at a time across tenants: low priority, spread out.
+    audits: Arc<Semaphore>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct AuditPlan {
+    every: Option<Duration>,
+    window: Duration,
+    retention: Duration,
+}
+
+impl AuditPlan {
+    fn of(settings: &Settings) -> Self {
+        AuditPlan {
+            every: settings.audit.every,
+            window: settings.audit.window,
+            retention: settings.store.retention,
+        }
+    }
 }
 
 struct TenantRuntime {
@@ -133,6 +157,7 @@ impl Scheduler {
         // keep the client they hold; new and changed ones get this one.
         *self.inner.http.write().expect("http lock") =
             crate::http::client(&settings.http, settings.poll.timeout)?;
+        *self.inner.audit.write().expect("audit lock") = AuditPlan::of(settings);
         let restart_all = settings.poll != self.poll_settings;
         if restart_all {
             *self.inner.permits.write().expect("permits lock") =
@@ -289,6 +314,9 @@ impl Inner {
             locks: Mutex::new(HashMap::new()),
             budgets: Mutex::new(HashMap::new()),
             observer,
+            audit: RwLock::new(AuditPlan::of(settings)),
+            audit_due: Mutex::new(HashMap::new()),
+            audits: Arc::new(Semaphore::new(1)),
         }))
     }
 }
@@ -381,6 +409,9 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
             events::poll_finished(name, &report, elapsed_ms);
             *runtime.auth_pause.lock().expect("pause lock") = None;
             set_health(&inner, name, Health::Ok);
+            // The poll's slot went back with its end: the audit holds none,
+            // so it never keeps another tenant's poll waiting.
+            self_audit_if_due(&inner, &runtime, &env).await;
         }
         Err(e) if e.is_cancelled() => events::poll_abandoned(name),
         Err(e) => {
@@ -399,6 +430,80 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
             set_health(&inner, name, Health::Failing(e.summary()));
         }
     }
+}
+
+/// The tenant's self-audit, when `[audit] every` is set and it is due: right
+/// after a successful poll (holding the tenant's lock, so no poll of it runs
+/// meanwhile and nothing is emitted twice), one tenant at a time, and only
+/// while at least half the tenant's call budget is left, so that an audit
+/// never takes the calls its polls need. Due `every` after the last audit
+/// the database recorded; never audited, within one poll interval of start
+/// (spread by tenant id).
+async fn self_audit_if_due(inner: &Inner, runtime: &TenantRuntime, env: &PollEnv) {
+    let plan = inner.audit.read().expect("audit lock").clone();
+    let Some(every) = plan.every else {
+        return;
+    };
+    let id = &runtime.poll.tenant_id;
+    let name = &runtime.poll.name;
+    let known = inner
+        .audit_due
+        .lock()
+        .expect("audit_due lock")
+        .get(id)
+        .copied();
+    let due = match known {
+        Some(due) => due,
+        None => {
+            // After a restart, the audit the database recorded still counts.
+            let tid = id.clone();
+            let last = crate::poll::blocking(&env.store, move |s| s.last_audit_ended(&tid))
+                .await
+                .ok()
+                .flatten();
+            let wall = Timestamp::now();
+            let due = match last.map(|l| l.saturating_add(every)) {
+                Some(next) if next > wall => Instant::now() + next.since(wall),
+                _ => {
+                    let spread = every.min(runtime.interval).as_millis().max(1) as u64;
+                    Instant::now()
+                        + Duration::from_millis(xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % spread)
+                }
+            };
+            inner
+                .audit_due
+                .lock()
+                .expect("audit_due lock")
+                .insert(id.clone(), due);
+            due
+        }
+    };
+    let now = Instant::now();
+    if now < due {
+        return;
+    }
+    let (minute, hour) = runtime.poll.api.budget_left();
+    if minute < crate::ratelimit::PER_MINUTE / 2 || hour < crate::ratelimit::PER_HOUR / 2 {
+        events::audit_deferred(name, "less than half of the call budget left");
+        return;
+    }
+    let Ok(_one) = Arc::clone(&inner.audits).try_acquire_owned() else {
+        events::audit_deferred(name, "another tenant's audit is running");
+        return;
+    };
+    crate::audit::self_audit(
+        env,
+        &runtime.poll,
+        plan.window,
+        plan.retention,
+        &inner.cancel,
+    )
+    .await;
+    inner
+        .audit_due
+        .lock()
+        .expect("audit_due lock")
+        .insert(id.clone(), Instant::now() + every);
 }
 
 /// A tenant's settings, secrets included (hashed), so that a rotated secret
@@ -436,6 +541,8 @@ pub async fn poll_all_once(
     cancel: &CancellationToken,
 ) -> Result<BTreeMap<String, Health>, SchedulerError> {
     let inner = Inner::new(settings, env, Box::new(()), cancel.clone())?;
+    // `once` polls; auditing is the daemon's (or `mde-poller audit`'s).
+    inner.audit.write().expect("audit lock").every = None;
     for tenant in settings.enabled_tenants() {
         match runtime(&inner, tenant, settings.poll.interval) {
             Ok(runtime) => {

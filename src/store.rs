@@ -535,6 +535,28 @@ impl Store {
         run(&mut conn).map_err(|e| self.err(e))
     }
 
+    /// When the tenant's oldest recorded poll started (`None`: never polled):
+    /// with `first_lookback`, how far back the store can hold its alerts.
+    pub fn first_poll(&self, tenant_id: &str) -> Result<Option<Timestamp>> {
+        let conn = self.lock();
+        conn.prepare_cached("SELECT min(started) FROM polls WHERE tenant_id = ?1")
+            .and_then(|mut st| st.query_row([tenant_id], |r| r.get::<_, Option<i64>>(0)))
+            .map(|t| t.map(Timestamp::from_ticks))
+            .map_err(|e| self.err(e))
+    }
+
+    /// When the tenant's last audit ended (`None` before its first).
+    pub fn last_audit_ended(&self, tenant_id: &str) -> Result<Option<Timestamp>> {
+        let conn = self.lock();
+        conn.prepare_cached("SELECT last_audit_ended FROM tenants WHERE tenant_id = ?1")
+            .and_then(|mut st| {
+                st.query_row([tenant_id], |r| r.get::<_, Option<i64>>(0))
+                    .optional()
+            })
+            .map(|t| t.flatten().map(Timestamp::from_ticks))
+            .map_err(|e| self.err(e))
+    }
+
     /// Records the tenant's last audit (the audit calls it when it ends).
     pub fn record_audit(&self, tenant_id: &str, audit: &AuditSummary) -> Result<()> {
         let conn = self.lock();

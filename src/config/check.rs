@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::layers::{env_var_name, Layers};
-use super::raw::{RawApp, RawConfig, RawHttp, RawLog, RawMetrics, RawOutput, RawPoll, RawStore};
+use super::raw::{
+    RawApp, RawAudit, RawConfig, RawHttp, RawLog, RawMetrics, RawOutput, RawPoll, RawStore,
+};
 use super::settings::{
-    CaBundle, HttpSettings, LogFormat, LogSettings, MetricsSettings, OutputFormat, OutputSettings,
-    OutputTarget, PollSettings, Settings, StoreSettings,
+    AuditSettings, CaBundle, HttpSettings, LogFormat, LogSettings, MetricsSettings, OutputFormat,
+    OutputSettings, OutputTarget, PollSettings, Settings, StoreSettings,
 };
 use super::Problem;
 
@@ -67,6 +69,7 @@ impl<'a> Checker<'a> {
         let log = self.log(&raw.log);
         let http = self.http(&raw.http, &raw.app);
         let metrics = self.metrics(&raw.metrics);
+        let audit = self.audit(&raw.audit);
         let tenants = self.tenants(raw);
         if raw.tenants.is_empty() {
             self.warnings
@@ -80,6 +83,7 @@ impl<'a> Checker<'a> {
             log: log?,
             http: http?,
             metrics: metrics?,
+            audit: audit?,
             tenants,
             warnings: Vec::new(),
         })
@@ -99,6 +103,18 @@ impl<'a> Checker<'a> {
                 None
             }
         }
+    }
+
+    fn audit(&mut self, raw: &RawAudit) -> Option<AuditSettings> {
+        let window = self.positive_duration("audit.window", &raw.window);
+        let every = match &raw.every {
+            None => None,
+            Some(text) => Some(self.positive_duration("audit.every", text)?),
+        };
+        Some(AuditSettings {
+            every,
+            window: window?,
+        })
     }
 
     fn duration(&mut self, key: &str, text: &str) -> Option<Duration> {

@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 
 pub use crate::auth::Credential;
 pub use settings::{
-    CaBundle, HttpSettings, LogFormat, LogSettings, MetricsSettings, OutputFormat, OutputSettings,
-    OutputTarget, PollSettings, Settings, StoreSettings, TenantSettings,
+    AuditSettings, CaBundle, HttpSettings, LogFormat, LogSettings, MetricsSettings, OutputFormat,
+    OutputSettings, OutputTarget, PollSettings, Settings, StoreSettings, TenantSettings,
 };
 
 /// Every problem found in one config, each naming its key.

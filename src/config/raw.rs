@@ -34,6 +34,8 @@ pub(super) struct RawConfig {
     pub(super) log: RawLog,
     /// The Prometheus endpoint (`/metrics`, `/healthz`); off unless set.
     pub(super) metrics: RawMetrics,
+    /// The daemon's self-audit against the API; off unless `every` is set.
+    pub(super) audit: RawAudit,
     /// One table per customer tenant; the key is the tenant's name.
     pub(super) tenants: BTreeMap<String, RawTenant>,
 }
@@ -50,6 +52,7 @@ impl Default for RawConfig {
             output: RawOutput::default(),
             log: RawLog::default(),
             metrics: RawMetrics::default(),
+            audit: RawAudit::default(),
             tenants: BTreeMap::new(),
         }
     }
@@ -282,6 +285,33 @@ pub(super) struct RawMetrics {
         skip_serializing_if = "Option::is_none"
     )]
     pub(super) listen: Option<String>,
+}
+
+/// `[audit]`: the daemon compares, per tenant, the alert versions the API
+/// holds with those it emitted, and emits what is missing.
+#[derive(Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawAudit {
+    /// How often each tenant is audited, e.g. `"24h"`; unset, the daemon
+    /// never audits (`mde-poller audit` still can).
+    #[serde(
+        deserialize_with = "opt_scalar",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(super) every: Option<String>,
+    /// How far back each audit compares, e.g. `"7d"` (never further than
+    /// `store.retention` and the tenant's first poll reached).
+    #[serde(deserialize_with = "scalar")]
+    pub(super) window: String,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        Self {
+            every: None,
+            window: "7d".into(),
+        }
+    }
 }
 
 /// `[tenants.NAME]`: one customer tenant. NAME is lower case letters,

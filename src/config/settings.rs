@@ -18,6 +18,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub http: HttpSettings,
     pub metrics: MetricsSettings,
+    pub audit: AuditSettings,
     /// Every tenant, enabled or not, sorted by name.
     pub tenants: Vec<TenantSettings>,
     /// Things an operator should know that are not errors (inline secret,
@@ -88,6 +89,24 @@ pub struct LogSettings {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsSettings {
     pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `[audit]`: the daemon's self-audit, off unless `every` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub every: Option<Duration>,
+    /// How far back an audit compares (before the clamps of the tenant's
+    /// first poll and `store.retention`).
+    pub window: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            every: None,
+            window: Duration::from_secs(7 * 86_400),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -399,6 +399,11 @@ impl Metrics {
             if let Some(c) = &row.cursor {
                 self.cursor.get_or_create(&label).set(unix_seconds(c.at));
             }
+            if let Some(audit) = &row.last_audit {
+                self.audit_missing
+                    .get_or_create(&label)
+                    .set(audit.missing as i64);
+            }
             let failures = row.consecutive_failures as i64;
             self.consecutive_failures
                 .get_or_create(&label)

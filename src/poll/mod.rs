@@ -13,7 +13,7 @@ pub mod planner;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -156,6 +156,98 @@ impl PollError {
     }
 }
 
+/// Where a poll started at `now` begins reading.
+pub fn poll_lower_bound(
+    cursor: Option<&Cursor>,
+    now: Timestamp,
+    settings: &PollSettings,
+) -> Timestamp {
+    match cursor {
+        // Re-read `lookback` behind the newest change seen: alerts reach the
+        // API late, with a lastUpdateTime older than ones already returned.
+        // Never from a cursor ahead of our clock (a fast replica stamped an
+        // alert minutes ahead): `lookback` counts back from now at the latest.
+        Some(c) => c.at.min(now).saturating_sub(settings.lookback),
+        None => now.saturating_sub(settings.first_lookback),
+    }
+}
+
+/// What an audit of one range found: alert versions (one per id, the
+/// newest the API showed) the API holds, those already emitted, those not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditCounts {
+    pub in_api: u64,
+    pub emitted: u64,
+    pub missing: u64,
+    /// Missing versions written to the output and recorded (repair only).
+    pub repaired: u64,
+    /// Calls to the alerts API.
+    pub requests: u64,
+}
+
+/// The versions an audit has seen, by alert id: the newest, and whether it
+/// was missing when first seen (a repaired version read again stays missing).
+#[derive(Debug, Default)]
+pub(crate) struct AuditTally {
+    repair: bool,
+    seen: Mutex<HashMap<String, (Version, bool)>>,
+}
+
+impl AuditTally {
+    fn saw(&self, id: &str, version: Version, missing: bool) {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        match seen.get(id) {
+            Some((v, _)) if v.last_update > version.last_update || *v == version => {}
+            _ => {
+                seen.insert(id.to_owned(), (version, missing));
+            }
+        }
+    }
+}
+
+/// Compares the alert versions the API holds with `lastUpdateTime` in
+/// `[from, to)` against the store, reading through the very windows, pages
+/// and dedup a poll uses; with `repair`, emits the missing ones as a poll
+/// would (`new` or `update`), each recorded only once written. Never moves
+/// the cursor and records no poll.
+pub async fn audit_tenant(
+    env: &PollEnv,
+    tenant: &TenantPoll,
+    from: Timestamp,
+    to: Timestamp,
+    repair: bool,
+    cancel: &CancellationToken,
+) -> Result<AuditCounts, PollError> {
+    let tally = Arc::new(AuditTally {
+        repair,
+        seen: Mutex::default(),
+    });
+    let mut run = Run {
+        env,
+        tenant,
+        cancel,
+        report: PollReport::default(),
+        is_complete: mde_is_complete,
+        cursor: None,
+        body_buf: Vec::new(),
+        out_buf: Vec::new(),
+        audit: Some(Arc::clone(&tally)),
+        warning: None,
+    };
+    let plan = Planner::between(from, Some(to), env.settings.page_size, mde_is_complete);
+    run.windows(plan).await?;
+    let seen = tally.seen.lock().unwrap_or_else(|p| p.into_inner());
+    let in_api = seen.len() as u64;
+    let missing = seen.values().filter(|(_, m)| *m).count() as u64;
+    Ok(AuditCounts {
+        in_api,
+        emitted: in_api - missing,
+        missing,
+        repaired: if repair { missing } else { 0 },
+        requests: run.report.requests,
+    })
+}
+
 /// Polls `tenant` once. The poll is recorded in the store's history whatever
 /// its outcome; the cursor moves only on success.
 pub async fn poll_tenant(
@@ -178,17 +270,13 @@ pub async fn poll_tenant(
         cursor: cursor.clone(),
         body_buf: Vec::new(),
         out_buf: Vec::new(),
+        audit: None,
         warning: None,
     };
-    let lower = match &cursor {
-        // Re-read `lookback` behind the newest change seen: alerts reach the
-        // API late, with a lastUpdateTime older than ones already returned.
-        // Never from a cursor ahead of our clock (a fast replica stamped an
-        // alert minutes ahead): `lookback` counts back from now at the latest.
-        Some(c) => c.at.min(started).saturating_sub(env.settings.lookback),
-        None => started.saturating_sub(env.settings.first_lookback),
-    };
-    let result = run.windows(lower).await;
+    let lower = poll_lower_bound(cursor.as_ref(), started, &env.settings);
+    let result = run
+        .windows(Planner::new(lower, env.settings.page_size, mde_is_complete))
+        .await;
 
     let mut report = std::mem::take(&mut run.report);
     report.cursor = run.cursor_text();
@@ -239,6 +327,8 @@ struct Run<'a> {
     /// buffer, rather than a fresh ~12 MB + 2 MB pair per page.
     body_buf: Vec<u8>,
     out_buf: Vec<u8>,
+    /// An audit's tally: pages are counted, and emitted only to repair.
+    audit: Option<Arc<AuditTally>>,
     /// What the server does wrong that this poll worked around, for `status`.
     warning: Option<String>,
 }
@@ -249,8 +339,7 @@ impl Run<'_> {
     }
 
     /// Reads what the planner asks for until it has nothing left.
-    async fn windows(&mut self, lower: Timestamp) -> Result<(), PollError> {
-        let mut plan = Planner::new(lower, self.env.settings.page_size, self.is_complete);
+    async fn windows(&mut self, mut plan: Planner) -> Result<(), PollError> {
         // The ids of a crowded instant's first page, to tell a server that
         // ignores `$skip` (it answers that page again at every `$skip`).
         let mut instant_first: Option<u64> = None;
@@ -428,6 +517,7 @@ impl Run<'_> {
                 top: self.env.settings.page_size,
                 is_complete: self.is_complete,
                 accept_full,
+                audit: self.audit.clone(),
             };
             let mut out = std::mem::take(&mut self.out_buf);
             let (outcome, body, out) = tokio::task::spawn_blocking(move || {
@@ -510,6 +600,7 @@ struct PageContext {
     is_complete: IsComplete,
     /// A page of an instant or of a nextLink chain: taken even when full.
     accept_full: bool,
+    audit: Option<Arc<AuditTally>>,
 }
 
 #[derive(Debug)]
@@ -635,7 +726,14 @@ fn handle_page(
                 hash: k.content_hash,
             })
         });
-        let Some(change) = classify(previous, incoming, now).change() else {
+        let change = classify(previous, incoming, now).change();
+        if let Some(audit) = &ctx.audit {
+            audit.saw(&p.id, incoming, change.is_some());
+            if !audit.repair {
+                continue;
+            }
+        }
+        let Some(change) = change else {
             continue;
         };
         let record = Record {

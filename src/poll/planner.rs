@@ -166,6 +166,22 @@ impl Planner {
         }
     }
 
+    /// A plan for `[lower, upper)` (the audit's range; `upper = None` is
+    /// open-ended, as a poll's plan is).
+    pub fn between(
+        lower: Timestamp,
+        upper: Option<Timestamp>,
+        top: u32,
+        is_complete: IsComplete,
+    ) -> Self {
+        let mut plan = Planner::new(lower, top, is_complete);
+        plan.pending = VecDeque::from([Window {
+            from: lower,
+            to: upper,
+        }]);
+        plan
+    }
+
     /// The `$top` of every read.
     pub fn top(&self) -> u32 {
         self.top

@@ -1,6 +1,7 @@
 //! Integration tests: the real `mde-poller` binary, driven as an operator
 //! would, against the simulator of Entra ID and the alerts API on loopback.
 
+mod audit;
 mod budget;
 mod check;
 mod common;
