@@ -85,10 +85,7 @@ impl PageWriter<'_> {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.current
-            .sink
-            .write_batch(self.buf)
-            ?;
+        self.current.sink.write_batch(self.buf)?;
         self.buf.clear();
         Ok(())
     }

@@ -149,6 +149,22 @@ impl PollError {
     }
 }
 
+/// Graph's rule: besides the absence of a nextLink (a page that carries one
+/// is withheld before this is asked), a page as long as `$top` is not taken
+/// as proof either, in case something on the way dropped the nextLink.
+pub fn graph_is_complete(a: Answered) -> bool {
+    a.chained || a.count < a.top as usize
+}
+
+/// The `$top` a tenant's reads ask for: `page_size`, or Graph's cap of 1,000
+/// for Graph tenants (one config serves both sources).
+pub fn page_top(source: AlertSource, page_size: u32) -> u32 {
+    match source {
+        AlertSource::Mde => page_size,
+        AlertSource::Graph => page_size.min(crate::api::GRAPH_MAX_TOP),
+    }
+}
+
 /// Polls `tenant` once. The poll is recorded in the store's history whatever
 /// its outcome; the cursor moves only on success.
 pub async fn poll_tenant(
@@ -162,12 +178,18 @@ pub async fn poll_tenant(
     let id = tenant.tenant_id.clone();
     let cursor = blocking(&env.store, move |s| s.cursor(&id)).await?;
 
+    let source = tenant.api.source();
     let mut run = Run {
         env,
         tenant,
         cancel,
         report: PollReport::default(),
-        is_complete: mde_is_complete,
+        source,
+        top: page_top(source, env.settings.page_size),
+        is_complete: match source {
+            AlertSource::Mde => mde_is_complete,
+            AlertSource::Graph => graph_is_complete,
+        },
         cursor: cursor.clone(),
         body_buf: Vec::new(),
         out_buf: Vec::new(),
@@ -205,6 +227,9 @@ struct Run<'a> {
     tenant: &'a TenantPoll,
     cancel: &'a CancellationToken,
     report: PollReport,
+    source: AlertSource,
+    /// The `$top` of every read.
+    top: u32,
     /// The source's rule for an answer that holds its whole window.
     is_complete: IsComplete,
     /// The newest lastUpdateTime seen so far (server text, exact ticks).
@@ -222,7 +247,7 @@ impl Run<'_> {
 
     /// Reads what the planner asks for until it has nothing left.
     async fn windows(&mut self, lower: Timestamp) -> Result<(), PollError> {
-        let mut plan = Planner::new(lower, self.env.settings.page_size, self.is_complete);
+        let mut plan = Planner::new(lower, self.top, self.is_complete);
         while let Some(read) = plan.next(Timestamp::now()) {
             if self.cancel.is_cancelled() {
                 return Err(ApiError::Cancelled.into());
@@ -308,7 +333,8 @@ impl Run<'_> {
                 env: self.env.clone(),
                 tenant_name: self.tenant.name.clone(),
                 tenant_id: self.tenant.tenant_id.clone(),
-                top: self.env.settings.page_size,
+                source: self.source,
+                top: self.top,
                 is_complete: self.is_complete,
                 accept_full,
             };
@@ -388,6 +414,7 @@ struct PageContext {
     env: PollEnv,
     tenant_name: String,
     tenant_id: String,
+    source: AlertSource,
     /// The `$top` asked for, and the source's rule for a complete answer.
     top: u32,
     is_complete: IsComplete,
@@ -428,6 +455,9 @@ struct AlertKey<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(rename = "lastUpdateTime", borrow, default)]
     last_update: Option<Cow<'a, str>>,
+    /// Graph's name for the same instant: the version time of Graph alerts.
+    #[serde(rename = "lastUpdateDateTime", borrow, default)]
+    last_update_graph: Option<Cow<'a, str>>,
 }
 
 struct Parsed<'a> {
@@ -459,9 +489,11 @@ fn handle_page(
         let id = key
             .id
             .unwrap_or_else(|| Cow::Owned(format!("content-{hash:016x}")));
-        let last_update = key
-            .last_update
-            .and_then(|s| Timestamp::parse(&s).ok().map(|t| (t, s)));
+        let last_update = match ctx.source {
+            AlertSource::Mde => key.last_update,
+            AlertSource::Graph => key.last_update_graph,
+        };
+        let last_update = last_update.and_then(|s| Timestamp::parse(&s).ok().map(|t| (t, s)));
         parsed.push(Parsed {
             raw,
             id,
@@ -474,7 +506,14 @@ fn handle_page(
         top: ctx.top,
         chained: false,
     };
-    if page.next_link.is_none() && !ctx.accept_full && !(ctx.is_complete)(answered) {
+    // Graph pages with nextLinks over live data: an alert updated between
+    // two pages moves, and `$skip`-based links then skip or repeat others.
+    // So a window whose answer has a nextLink is a full page, withheld and
+    // split by time like MDE's, until every window fits one page; only the
+    // pages of a single instant (no narrower window exists) follow links.
+    let graph_full = ctx.source == AlertSource::Graph && page.next_link.is_some();
+    let full = graph_full || (page.next_link.is_none() && !(ctx.is_complete)(answered));
+    if full && !ctx.accept_full {
         let times = parsed
             .iter()
             .filter_map(|p| p.last_update.as_ref().map(|l| l.0));
@@ -524,7 +563,7 @@ fn handle_page(
         let record = Record {
             timestamp: now,
             change,
-            source: AlertSource::Mde,
+            source: ctx.source,
             tenant_name: &ctx.tenant_name,
             tenant_id: &ctx.tenant_id,
             alert: p.raw,
