@@ -8,6 +8,7 @@ mod config_errors;
 mod daemon;
 mod faults;
 mod formats;
+mod graph;
 mod metrics;
 mod polling;
 mod production;
