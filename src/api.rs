@@ -193,6 +193,8 @@ pub enum ApiError {
     /// `/api/alerts`, or an error that names the retirement).
     #[error("HTTP {status} from the Defender for Endpoint API, which Microsoft retired (MC1220762; it no longer functions after 1 February 2027): {message}")]
     Retired { status: u16, message: String },
+    #[error("the alerts API sent an answer over {} MiB, the most one page may take: refused (a broken server or proxy: 10,000 alerts with evidence weigh about 25 MB)", limit >> 20)]
+    TooLarge { limit: usize },
     #[error("stopped by shutdown")]
     Cancelled,
 }
@@ -239,6 +241,7 @@ impl ApiError {
             ApiError::ForeignNextLink { host, .. } => format!("nextLink to {host} refused"),
             ApiError::GraphForbidden { .. } => "Graph role missing (HTTP 403)".to_owned(),
             ApiError::Retired { .. } => "MDE API retired: switch to graph".to_owned(),
+            ApiError::TooLarge { .. } => "API answer too large".to_owned(),
             ApiError::Cancelled => "stopped by shutdown".to_owned(),
         }
     }
@@ -276,6 +279,9 @@ impl ApiError {
             }
             ApiError::Retired { .. } => {
                 "the Defender for Endpoint API no longer serves alerts: switch this tenant to Microsoft Graph (set source = \"graph\" in its [tenants.NAME] table or in [poll], add the SecurityAlert.Read.All permission and have the customer consent again; see README \"Moving to Microsoft Graph before 1 February 2027\")"
+            }
+            ApiError::TooLarge { .. } => {
+                "an answer was larger than any real page: check api_url and any proxy in between; lower `poll.page_size` if pages with evidence are really that large"
             }
             ApiError::Cancelled => "none: the daemon is stopping",
         }
@@ -379,7 +385,7 @@ impl AlertsApi {
         cancel: &CancellationToken,
         buf: Vec<u8>,
     ) -> Result<PageBody, ApiError> {
-        if !link.starts_with(&format!("{}/", self.base)) {
+        if !self.owns_link(link) {
             // Only the host is named: the link's query is long and the
             // operator needs to see where it pointed, not what it asked.
             let host = reqwest::Url::parse(link)
@@ -392,6 +398,12 @@ impl AlertsApi {
             });
         }
         self.get_with_retries(link, cancel, buf).await
+    }
+
+    /// Whether `link` points at this API (and so may carry the token).
+    pub fn owns_link(&self, link: &str) -> bool {
+        link.strip_prefix(&self.base)
+            .is_some_and(|rest| rest.starts_with('/'))
     }
 
     async fn get_with_retries(
@@ -450,9 +462,10 @@ impl AlertsApi {
                 delay = Duration::ZERO;
             }
             crate::events::api_retry(self.tokens.tenant_name(), &err, backoff.attempts(), delay);
+            // The concurrency slot is lent out meanwhile: waiting tenants go first.
             tokio::select! {
                 _ = cancel.cancelled() => return Err(ApiError::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
+                _ = crate::slots::idle(tokio::time::sleep(delay)) => {}
             }
         }
     }
@@ -481,9 +494,14 @@ impl AlertsApi {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        read_body(response, buf)
+        crate::http::read_capped(response, buf, crate::http::MAX_RESPONSE)
             .await
-            .map_err(|e| ApiError::Transport(format!("reading the body: {}", describe(&e))))?;
+            .map_err(|e| match e {
+                crate::http::ReadError::Transport(e) => {
+                    ApiError::Transport(format!("reading the body: {}", describe(&e)))
+                }
+                crate::http::ReadError::TooLarge { limit } => ApiError::TooLarge { limit },
+            })?;
         if status == 200 {
             return Ok(());
         }
@@ -518,24 +536,6 @@ impl AlertsApi {
             _ => ApiError::Unexpected { status, message },
         })
     }
-}
-
-/// The whole body in one buffer, sized by `Content-Length` when given, each
-/// network chunk dropped once copied. `Response::bytes` would hold every chunk
-/// until the end and then copy them all: twice a 10,000-alert page (~12 MB)
-/// at the peak, instead of once.
-async fn read_body(
-    mut response: reqwest::Response,
-    buf: &mut Vec<u8>,
-) -> Result<(), reqwest::Error> {
-    buf.clear();
-    // Capped: the header is the server's word, not a promise.
-    let hint = response.content_length().unwrap_or(0).min(64 << 20) as usize;
-    buf.reserve(hint);
-    while let Some(chunk) = response.chunk().await? {
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(())
 }
 
 /// The `error.code: message` of an API error body, or a note that there was

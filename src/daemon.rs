@@ -22,6 +22,7 @@ use crate::output::Sink;
 use crate::poll::{Emitter, PollEnv};
 use crate::scheduler::{self, Scheduler};
 use crate::store::Store;
+use crate::storelock::StoreLock;
 use crate::timestamp::Timestamp;
 
 /// How long polls get to finish after SIGTERM before they are abandoned;
@@ -55,6 +56,10 @@ pub async fn run(
     log: Option<LogHandle>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // First of all: SIGHUP's default action is to end the process, and
+    // logrotate or an operator may send one at any moment after the start.
+    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let _lock = StoreLock::acquire(&settings.store.path)?;
     let env = open_env(&settings).await?;
     let observer = SystemdObserver::default();
     let background = CancellationToken::new();
@@ -66,7 +71,6 @@ pub async fn run(
     events::daemon_started(settings.enabled_tenants().count(), config_path);
     source_notices(&settings);
 
-    let mut hangup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut current = settings;
     tokio::pin!(shutdown);
     loop {
@@ -228,6 +232,7 @@ pub fn source_notices(settings: &Settings) {
 
 /// `once`: every enabled tenant polled one time. True when all succeeded.
 pub async fn once(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<bool> {
+    let _lock = StoreLock::acquire(&settings.store.path)?;
     let env = open_env(settings).await?;
     source_notices(settings);
     let cancel = CancellationToken::new();
@@ -244,14 +249,26 @@ pub async fn once(settings: &Settings, shutdown: impl Future<Output = ()>) -> an
     Ok(results.values().all(|h| *h == scheduler::Health::Ok))
 }
 
-/// Resolves at SIGTERM or SIGINT.
-pub async fn termination() {
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// Resolves at SIGTERM or SIGINT. The handlers are installed by this call,
+/// not when the future is first polled, so a signal during start-up is not
+/// fatal but stops the daemon cleanly once it is running.
+pub fn termination() -> impl Future<Output = ()> + Send {
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (Ok(mut term), Ok(mut int)) = (term, int) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
+}
+
+/// Takes SIGHUP over from its default action (ending the process) for the
+/// life of the process; `run` then listens to it. Call as early as possible.
+pub fn hold_hangup() {
+    // tokio never gives a signal back to its default action once registered.
+    let _ = signal(SignalKind::hangup());
 }

@@ -62,7 +62,7 @@ pub fn graph_page_size_clamped(page_size: u32, top: u32, tenants: usize) {
 }
 
 pub fn demo_started(simulator: &str, config: &Path) {
-    tracing::info!(event = "demo_started", simulator, config = %config.display(), "demo: the simulator serves 3 tenants; fabrikam never consented");
+    tracing::info!(event = "demo_started", simulator, config = %config.display(), "demo: the simulator serves 4 tenants; fabrikam never consented, tailspin is read through Microsoft Graph");
 }
 
 /// A command could not run at all (the database or output cannot be opened).
@@ -252,6 +252,43 @@ pub fn poll_failed(tenant: &str, error: &PollError, elapsed_ms: u64) {
     } else {
         tracing::warn!(event = "poll_failed", tenant, error = %error, hint = error.hint(), elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
     }
+}
+
+/// A server that ignores `$skip` in a crowded instant: read once with the
+/// largest `$top`; `note` (also shown by `status`) says what could be read.
+pub fn skip_ignored(tenant: &str, at: Timestamp, count: usize, note: &str) {
+    tracing::warn!(event = "skip_ignored", tenant, at = %at, count, "{note}");
+}
+
+pub fn next_link_refused(tenant: &str, host: &str) {
+    tracing::warn!(event = "next_link_refused", tenant, host, "the API sent an @odata.nextLink to another host: not followed (the token goes nowhere else); reading by time windows instead");
+}
+
+pub fn next_link_cycle(tenant: &str, links: usize) {
+    tracing::warn!(
+        event = "next_link_cycle",
+        tenant,
+        links,
+        "an @odata.nextLink came back a second time: the chain ends there"
+    );
+}
+
+pub fn next_link_chain_cut(tenant: &str, links: usize) {
+    tracing::warn!(
+        event = "next_link_chain_cut",
+        tenant,
+        links,
+        "the @odata.nextLink chain is too long: cut, reading by time windows instead"
+    );
+}
+
+/// A token lifetime over a day (a broken or hostile token endpoint).
+pub fn token_lifetime_clamped(lifetime_s: f64) {
+    tracing::warn!(
+        event = "token_lifetime_clamped",
+        lifetime_s,
+        "the token endpoint gave a lifetime over a day; the token is renewed within a day"
+    );
 }
 
 pub fn poll_abandoned(tenant: &str) {

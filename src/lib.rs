@@ -50,5 +50,7 @@ pub mod ratelimit;
 pub mod scheduler;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod slots;
 pub mod store;
+pub mod storelock;
 pub mod timestamp;

@@ -15,6 +15,10 @@ const EX_CONFIG: u8 = 78;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run = cli.command {
+        // Before the config is read: a SIGHUP this early is not fatal.
+        daemon::hold_hangup();
+    }
     #[cfg(feature = "sim")]
     if let Command::Demo { duration } = cli.command {
         return exit(demo::run(duration).await.map(|()| true));

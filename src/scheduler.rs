@@ -389,13 +389,15 @@ async fn tick(inner: Arc<Inner>, runtime: Arc<TenantRuntime>) {
         return;
     }
     let permits = inner.permits.read().expect("permits lock").clone();
-    let _permit = tokio::select! {
-        p = permits.acquire_owned() => p.expect("semaphore never closed"),
+    let slot = tokio::select! {
+        s = crate::slots::take(permits) => s,
         _ = inner.cancel.cancelled() => return,
     };
     let env = inner.env.read().expect("env lock").clone();
     let started = Instant::now();
-    let result = poll::poll_tenant(&env, &runtime.poll, &inner.cancel).await;
+    let result = slot
+        .run(poll::poll_tenant(&env, &runtime.poll, &inner.cancel))
+        .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(report) => {

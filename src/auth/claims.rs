@@ -25,8 +25,21 @@ pub struct Claims {
     pub roles: Vec<String>,
     pub appid: Option<String>,
     pub aud: Option<String>,
-    /// Expiry, Unix seconds.
+    /// Expiry, Unix seconds. Read leniently (a float or a string is taken,
+    /// anything else is `None`): it is shown, never relied on, and a token
+    /// must not be rejected for its shape.
+    #[serde(deserialize_with = "lenient_seconds")]
     pub exp: Option<i64>,
+}
+
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    let secs = match &v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    Ok(secs.filter(|f| f.is_finite()).map(|f| f as i64))
 }
 
 impl Claims {
@@ -138,6 +151,21 @@ pub(crate) mod tests {
                 !e.to_string().contains("opaque-token-value")
                     && !e.to_string().contains("secretish")
             );
+        }
+    }
+
+    #[test]
+    fn an_exp_claim_that_is_not_an_integer_does_not_reject_the_token() {
+        for (exp, want) in [
+            (serde_json::json!(1.8e9), Some(1_800_000_000)),
+            (serde_json::json!("1800000000"), Some(1_800_000_000)),
+            (serde_json::json!("soon"), None),
+            (serde_json::json!(null), None),
+        ] {
+            let jwt = jwt_with(&serde_json::json!({"tid": "t", "exp": exp}));
+            let c = Claims::from_jwt(&jwt).expect("claims read");
+            assert_eq!(c.exp, want, "exp {exp}");
+            assert_eq!(c.tid.as_deref(), Some("t"));
         }
     }
 }

@@ -37,6 +37,15 @@ pub enum AuthError {
     /// key and certificate do not match). Names the path, never the key.
     #[error("{0}")]
     Credential(String),
+    /// The token's `tid` claim names another tenant than the one asked for:
+    /// the token is refused before any use, so no other tenant's alerts can
+    /// be emitted under this one.
+    #[error("the token endpoint {host} answered for tenant {got}, not {asked}: token refused")]
+    WrongTenant {
+        host: String,
+        asked: String,
+        got: String,
+    },
 }
 
 /// How retrying a failed token request is expected to fare.
@@ -215,7 +224,7 @@ impl AuthError {
     fn class(&self) -> Class {
         match self {
             AuthError::Transport(_) | AuthError::Malformed(_) => Class::Transient,
-            AuthError::Credential(_) => Class::Persistent,
+            AuthError::Credential(_) | AuthError::WrongTenant { .. } => Class::Persistent,
             AuthError::Rejected {
                 status,
                 error,
@@ -287,6 +296,9 @@ impl AuthError {
             AuthError::Malformed(_) => {
                 "the login host answered 200 without a usable token: check `cloud` / `[endpoints]` login URL and any proxy that rewrites responses"
             }
+            AuthError::WrongTenant { .. } => {
+                "check tenant_id of this tenant and the login URL (`cloud` / `[endpoints]`): the token endpoint, or a proxy before it, hands out another tenant's tokens"
+            }
             AuthError::Credential(_) => {
                 "the certificate file must hold the certificate and its unencrypted RSA private key (PKCS#8 or PKCS#1) in PEM, readable by this user"
             }
@@ -308,6 +320,7 @@ impl AuthError {
             AuthError::Transport(_) => "login host unreachable".to_owned(),
             AuthError::Malformed(_) => "unusable token response".to_owned(),
             AuthError::Credential(_) => "unusable certificate file".to_owned(),
+            AuthError::WrongTenant { .. } => "token for another tenant".to_owned(),
         }
     }
 }

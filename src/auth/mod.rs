@@ -228,7 +228,7 @@ impl TokenSource {
                 Err(e) if e.is_transient() && backoff.attempts() < MAX_RETRIES => {
                     let delay = backoff.next_delay();
                     crate::events::token_retry(&self.name, &e, backoff.attempts(), delay);
-                    tokio::time::sleep(delay).await;
+                    crate::slots::idle(tokio::time::sleep(delay)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -260,7 +260,17 @@ impl TokenSource {
             .await
             .map_err(|e| self.transport(&e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.transport(&e))?;
+        let mut body = Vec::new();
+        crate::http::read_capped(response, &mut body, crate::http::MAX_TOKEN_RESPONSE)
+            .await
+            .map_err(|e| match e {
+                crate::http::ReadError::Transport(e) => self.transport(&e),
+                crate::http::ReadError::TooLarge { limit } => AuthError::Malformed(format!(
+                    "{}: an answer over {} KiB, not a token response",
+                    self.host,
+                    limit >> 10
+                )),
+            })?;
         if status.is_success() {
             let (value, lifetime) =
                 token::parse_success(&body, Timestamp::now()).map_err(|e| match e {
@@ -269,9 +279,26 @@ impl TokenSource {
                     }
                     other => other,
                 })?;
+            self.check_tenant(&value)?;
             Ok(AccessToken::new(value, sent_at, lifetime))
         } else {
             Err(token::parse_error(status.as_u16(), &body))
+        }
+    }
+
+    /// Refuses a token whose `tid` claim names another tenant. A token whose
+    /// claims cannot be read, or that has no `tid`, is let through: the API
+    /// decides about it, and it cannot be told apart from a foreign one.
+    fn check_tenant(&self, token: &str) -> Result<(), AuthError> {
+        match Claims::from_jwt(token).ok().and_then(|c| c.tid) {
+            Some(tid) if !tid.eq_ignore_ascii_case(&self.tenant_id) => {
+                Err(AuthError::WrongTenant {
+                    host: self.host.clone(),
+                    asked: self.tenant_id.clone(),
+                    got: tid,
+                })
+            }
+            _ => Ok(()),
         }
     }
 

@@ -92,12 +92,20 @@ struct Success {
     expires_on: Option<serde_json::Value>,
 }
 
-fn seconds(v: &serde_json::Value) -> Option<i64> {
+/// The longest lifetime taken at its word. Entra's tokens live 60 to 90
+/// minutes (a day at most); a larger value (`1e300`, `2^64-1`) is a broken
+/// server, and added to the clock it would overflow it.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// Seconds as a number or a numeric string (v1), any size or sign; `None`
+/// for anything else, NaN and infinities included.
+fn seconds(v: &serde_json::Value) -> Option<f64> {
     match v {
-        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        serde_json::Value::String(s) => s.trim().parse().ok(),
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
         _ => None,
     }
+    .filter(|f| f.is_finite())
 }
 
 /// Reads a 200 body into the token and its lifetime. `now` is the wall clock,
@@ -127,7 +135,7 @@ pub(crate) fn parse_success(body: &[u8], now: Timestamp) -> Result<(String, Dura
         }
         (None, Some(v)) => {
             seconds(v).ok_or_else(|| AuthError::Malformed("expires_on is not a number".into()))?
-                - now.unix_seconds()
+                - now.unix_seconds() as f64
         }
         (None, None) => {
             return Err(AuthError::Malformed(
@@ -135,12 +143,18 @@ pub(crate) fn parse_success(body: &[u8], now: Timestamp) -> Result<(String, Dura
             ))
         }
     };
-    if lifetime <= 0 {
+    if lifetime <= 0.0 {
         return Err(AuthError::Malformed(format!(
             "token already expired (lifetime {lifetime} s)"
         )));
     }
-    Ok((token, Duration::from_secs(lifetime as u64)))
+    if lifetime > MAX_LIFETIME.as_secs_f64() {
+        crate::events::token_lifetime_clamped(lifetime);
+    }
+    Ok((
+        token,
+        Duration::from_secs_f64(lifetime.min(MAX_LIFETIME.as_secs_f64())),
+    ))
 }
 
 #[derive(Deserialize, Default)]

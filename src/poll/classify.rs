@@ -36,14 +36,21 @@ impl Class {
     }
 }
 
-/// Classifies `incoming` against the `previous` version emitted for its id.
-pub fn classify(previous: Option<Version>, incoming: Version) -> Class {
+/// Classifies `incoming` against the `previous` version emitted for its id,
+/// `now` being our clock (a version stamped ahead of it orders nothing).
+pub fn classify(previous: Option<Version>, incoming: Version, now: Timestamp) -> Class {
     match previous {
         None => Class::New,
-        Some(p) if p.last_update == incoming.last_update && p.hash == incoming.hash => Class::Skip,
+        // One instant with two contents (replicas that disagree): the larger
+        // content hash wins, so each content is emitted at most once and the
+        // two never take turns on later polls. The price: a real change that
+        // kept lastUpdateTime and hashes lower is not emitted.
+        Some(p) if p.last_update == incoming.last_update && incoming.hash <= p.hash => Class::Skip,
         // An older version read again (a lagging replica): emitting it would
-        // make the SIEM's state go backwards.
-        Some(p) if incoming.last_update < p.last_update => Class::Skip,
+        // make the SIEM's state go backwards. Unless the version held is
+        // stamped ahead of our clock: a server clock ahead must not hide the
+        // real, earlier-stamped updates that follow it.
+        Some(p) if incoming.last_update < p.last_update && p.last_update <= now => Class::Skip,
         // Newer, or the same instant with other content (a field changed
         // without the server moving lastUpdateTime).
         Some(_) => Class::Update,
@@ -75,9 +82,21 @@ mod tests {
                 Class::Update,
             ),
             (
-                "same time, other content",
+                "same time, other content (larger hash wins)",
                 Some(v(10, 1)),
                 v(10, 2),
+                Class::Update,
+            ),
+            (
+                "same time, other content with a smaller hash: no flip-flop",
+                Some(v(10, 2)),
+                v(10, 1),
+                Class::Skip,
+            ),
+            (
+                "older than a version stamped ahead of our clock",
+                Some(v(1_000, 1)),
+                v(50, 2),
                 Class::Update,
             ),
             (
@@ -95,7 +114,11 @@ mod tests {
             ),
         ];
         for (what, previous, incoming, want) in cases {
-            assert_eq!(classify(previous, incoming), want, "{what}");
+            assert_eq!(
+                classify(previous, incoming, v(100, 0).last_update),
+                want,
+                "{what}"
+            );
         }
     }
 

@@ -33,6 +33,13 @@ use planner::{Answer, Answered, FullPage, IsComplete, PlanError, Planner, Step};
 /// How far ahead of our clock a lastUpdateTime may be and still move the cursor.
 const CURSOR_HORIZON: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// Links followed in one `@odata.nextLink` chain before it is cut and the
+/// window split by time instead (a $top of 10,000 in pages of 100 is 100).
+const MAX_CHAIN_LINKS: usize = 200;
+
+/// The largest `$top` the API accepts.
+const MAX_TOP: u32 = 10_000;
+
 /// Retries of a page that arrived as malformed JSON (a truncated body).
 const MALFORMED_RETRIES: u32 = 5;
 
@@ -193,6 +200,7 @@ pub async fn poll_tenant(
         cursor: cursor.clone(),
         body_buf: Vec::new(),
         out_buf: Vec::new(),
+        warning: None,
     };
     let lower = match &cursor {
         // Re-read `lookback` behind the newest change seen: alerts reach the
@@ -206,20 +214,38 @@ pub async fn poll_tenant(
 
     let mut report = std::mem::take(&mut run.report);
     report.cursor = run.cursor_text();
+    let ended = Timestamp::now();
     let moved = run
         .cursor
+        .map(|c| not_ahead_of(c, ended))
         .filter(|c| cursor.as_ref().is_none_or(|old| c.at > old.at));
     let outcome = PollOutcome {
-        ended: Timestamp::now(),
+        ended,
         seen: report.seen,
         emitted: report.emitted,
         requests: report.requests,
         error: result.as_ref().err().map(|e| e.to_string()),
+        warning: run.warning.take(),
         cursor: if result.is_ok() { moved } else { None },
     };
     let id = tenant.tenant_id.clone();
     blocking(&env.store, move |s| s.finish_poll(poll_id, &id, &outcome)).await?;
     result.map(|()| report)
+}
+
+/// A stored cursor never runs ahead of the poll that stores it: the next
+/// lower bound is `min(cursor, now) − lookback`, so a cursor ahead of the
+/// clock (an alert stamped by a server clock ahead) would, after a gap longer
+/// than `lookback`, start the next poll at `now − lookback` and skip the gap.
+fn not_ahead_of(c: Cursor, end: Timestamp) -> Cursor {
+    if c.at <= end {
+        c
+    } else {
+        Cursor {
+            text: end.to_string(),
+            at: end,
+        }
+    }
 }
 
 struct Run<'a> {
@@ -238,6 +264,8 @@ struct Run<'a> {
     /// buffer, rather than a fresh ~12 MB + 2 MB pair per page.
     body_buf: Vec<u8>,
     out_buf: Vec<u8>,
+    /// What the server does wrong that this poll worked around, for `status`.
+    warning: Option<String>,
 }
 
 impl Run<'_> {
@@ -248,6 +276,9 @@ impl Run<'_> {
     /// Reads what the planner asks for until it has nothing left.
     async fn windows(&mut self, lower: Timestamp) -> Result<(), PollError> {
         let mut plan = Planner::new(lower, self.top, self.is_complete);
+        // The ids of a crowded instant's first page, to tell a server that
+        // ignores `$skip` (it answers that page again at every `$skip`).
+        let mut instant_first: Option<u64> = None;
         while let Some(read) = plan.next(Timestamp::now()) {
             if self.cancel.is_cancelled() {
                 return Err(ApiError::Cancelled.into());
@@ -274,10 +305,41 @@ impl Run<'_> {
                 Handled::Done {
                     count,
                     next_link: Some(link),
-                } => Answer::Emitted {
-                    count: count + self.follow_links(link).await?,
-                    chained: true,
-                },
+                } => {
+                    // Server-driven paging. A chain cut short (too long, or a
+                    // link refused) may hide more: the answer counts as
+                    // withheld, so the window is split (or the instant paged
+                    // on with $skip) and re-read; what it emitted dedups.
+                    let (linked, cut) = self.follow_links(link).await?;
+                    if cut {
+                        Answer::Withheld(FullPage::default())
+                    } else {
+                        Answer::Emitted {
+                            count: count + linked,
+                            chained: true,
+                        }
+                    }
+                }
+            };
+            let full_instant_page = read.instant
+                && matches!(answer, Answer::Emitted { count, chained: false } if count >= read.top as usize);
+            let answer = if full_instant_page {
+                let digest = id_digest(&self.body_buf);
+                if read.skip == 0 {
+                    instant_first = digest;
+                    answer
+                } else if digest.is_some() && digest == instant_first {
+                    self.skip_ignored(read.from).await?;
+                    // Read as far as this server allows: the instant is done.
+                    Answer::Emitted {
+                        count: 0,
+                        chained: false,
+                    }
+                } else {
+                    answer
+                }
+            } else {
+                answer
             };
             match plan.answer(answer, Timestamp::now()) {
                 Ok(Step::Split { from, mid }) => {
@@ -295,13 +357,45 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held.
-    async fn follow_links(&mut self, first: String) -> Result<usize, PollError> {
+    /// The server answered the same page whatever the `$skip`: read the
+    /// instant once more with the largest `$top` the API takes, which is all
+    /// that still works, and say so in `status`; the poll goes on.
+    async fn skip_ignored(&mut self, at: Timestamp) -> Result<(), PollError> {
+        let query = Query {
+            from: at,
+            to: Some(Timestamp::from_ticks(at.ticks() + 1)),
+            top: MAX_TOP,
+            skip: 0,
+            expand_evidence: self.env.settings.expand_evidence,
+        };
+        let count = match self.fetch_and_handle(Source::Query(&query), true).await? {
+            Handled::Done { count, .. } => count,
+            Handled::Full { .. } => MAX_TOP as usize,
+        };
+        let note = if count >= MAX_TOP as usize {
+            format!("the API ignores $skip: alerts past the first {MAX_TOP} of the instant {at} cannot be read")
+        } else {
+            format!("the API ignores $skip: the instant {at} ({count} alerts) was read with $top={MAX_TOP} instead")
+        };
+        crate::events::skip_ignored(&self.tenant.name, at, count, &note);
+        self.warning = Some(note);
+        Ok(())
+    }
+
+    /// Follows a chain of `@odata.nextLink`s; returns how many alerts it held
+    /// and whether the chain was cut short, so that more may exist: after
+    /// [`MAX_CHAIN_LINKS`] links, or at a link refused (another host). A link
+    /// seen before ends the chain (a cycle hands out nothing new).
+    async fn follow_links(&mut self, first: String) -> Result<(usize, bool), PollError> {
         let mut link = Some(first);
         let mut total = 0;
+        let mut seen = std::collections::HashSet::new();
         while let Some(url) = link.take() {
             if self.cancel.is_cancelled() {
                 return Err(ApiError::Cancelled.into());
+            }
+            if let Some(cut) = self.chain_check(&mut seen, &url) {
+                return Ok((total, cut));
             }
             if let Handled::Done { count, next_link } =
                 self.fetch_and_handle(Source::Link(&url), true).await?
@@ -310,7 +404,30 @@ impl Run<'_> {
                 link = next_link;
             }
         }
-        Ok(total)
+        Ok((total, false))
+    }
+
+    /// Whether to stop before following `url`: `Some(true)` cuts the chain
+    /// (more may exist), `Some(false)` ends it (a cycle).
+    fn chain_check(&self, seen: &mut std::collections::HashSet<String>, url: &str) -> Option<bool> {
+        let tenant = &self.tenant.name;
+        if !self.tenant.api.owns_link(url) {
+            let host = reqwest::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "an unparsable address".to_owned());
+            crate::events::next_link_refused(tenant, &host);
+            return Some(true);
+        }
+        if !seen.insert(url.to_owned()) {
+            crate::events::next_link_cycle(tenant, seen.len());
+            return Some(false);
+        }
+        if seen.len() > MAX_CHAIN_LINKS {
+            crate::events::next_link_chain_cut(tenant, MAX_CHAIN_LINKS);
+            return Some(true);
+        }
+        None
     }
 
     /// Fetches one page and handles it; a body that does not parse (truncated
@@ -374,7 +491,7 @@ impl Run<'_> {
                     crate::events::api_retry(&self.tenant.name, &e, backoff.attempts(), delay);
                     tokio::select! {
                         _ = self.cancel.cancelled() => return Err(ApiError::Cancelled.into()),
-                        _ = tokio::time::sleep(delay) => {}
+                        _ = crate::slots::idle(tokio::time::sleep(delay)) => {}
                     }
                 }
                 Err(PageError::Store(e)) => return Err(e.into()),
@@ -541,6 +658,7 @@ fn handle_page(
         .map_err(PageError::Store)?;
 
     let now = Timestamp::now();
+    let graph = ctx.source == AlertSource::Graph;
     let mut emitted_here: HashMap<&str, Version> = HashMap::new();
     let mut versions = Vec::new();
     // From here to the last line, the page holds the sink and its format.
@@ -557,7 +675,19 @@ fn handle_page(
                 hash: k.content_hash,
             })
         });
-        let Some(change) = classify(previous, incoming).change() else {
+        // The same version stored in the other API's form (a tenant just
+        // switched from mde to graph, re-reading its lookback): other
+        // content at the same instant, taken once in this form, always,
+        // rather than by the larger-hash rule's coin toss.
+        let other_form = !emitted_here.contains_key(p.id.as_ref())
+            && known
+                .get(p.id.as_ref())
+                .is_some_and(|k| k.from_graph != graph);
+        let class = match previous {
+            Some(prev) if other_form && prev.last_update == incoming.last_update => Class::Update,
+            _ => classify(previous, incoming, now),
+        };
+        let Some(change) = class.change() else {
             continue;
         };
         let record = Record {
@@ -579,6 +709,7 @@ fn handle_page(
                 .map_or_else(String::new, |l| l.1.to_string()),
             last_update: incoming.last_update,
             content_hash: p.hash,
+            from_graph: graph,
         });
     }
     writer.finish().map_err(PageError::from)?;
@@ -597,4 +728,18 @@ fn handle_page(
         newest,
         next_link: page.next_link,
     })
+}
+
+/// The alert ids of a page, sorted and hashed: two answers with the same
+/// digest hold the same alerts (in whatever order the server sent them).
+fn id_digest(body: &[u8]) -> Option<u64> {
+    let page: crate::api::Page<'_> = serde_json::from_slice(body).ok()?;
+    let mut ids: Vec<String> = page
+        .value
+        .iter()
+        .filter_map(|raw| serde_json::from_str::<AlertKey>(raw.get()).ok()?.id)
+        .map(Cow::into_owned)
+        .collect();
+    ids.sort_unstable();
+    Some(xxhash_rust::xxh3::xxh3_64(ids.join("\n").as_bytes()))
 }

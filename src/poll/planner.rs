@@ -599,7 +599,7 @@ mod tests {
         let mut out = Vec::new();
         let mut take = |page: &[Alert], out: &mut Vec<(usize, Version, Class)>| {
             for a in page {
-                let class = classify(store.get(&a.id).copied(), a.version);
+                let class = classify(store.get(&a.id).copied(), a.version, now);
                 if class != Class::Skip {
                     store.insert(a.id, a.version);
                     out.push((a.id, a.version, class));
@@ -653,7 +653,7 @@ mod tests {
                     let at = t(1_000_000 + offset * scale);
                     let version = Version {
                         last_update: at,
-                        hash: id as u64,
+                        hash: u64::MAX - id as u64,
                     };
                     let older = Version {
                         last_update: t(at.ticks() - 1),
@@ -662,9 +662,10 @@ mod tests {
                     let prior = match prior {
                         0 => Some(version),
                         1 => Some(older),
-                        // Same instant, other content: an update too.
+                        // Same instant, other content with a smaller hash: an
+                        // update too (the larger hash wins a same-instant tie).
                         2 => Some(Version {
-                            hash: u64::MAX - id as u64,
+                            hash: id as u64,
                             ..version
                         }),
                         _ => None,

@@ -1,9 +1,15 @@
 //! Injected failures: the outages, throttles, cut connections and stalls that
 //! the real service produces now and then, drawn at random per request so the
-//! reliability tests exercise the client's retry paths.
+//! reliability tests exercise the client's retry paths; and the hostile
+//! servers (issue 8) that bend a rule on every answer: odd token lifetimes,
+//! another tenant's token, endless bodies, looping or foreign nextLinks,
+//! `$skip` ignored, twin versions of one alert.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use rand::Rng;
 
 /// Probabilities (each in `0.0..=1.0`) of each failure on one request.
@@ -34,6 +40,26 @@ pub struct Faults {
     /// Token endpoint: a transient 400 (`temporarily_unavailable` AADSTS90055,
     /// or AADSTS50196), which clients must retry rather than report.
     pub token_p_transient: f64,
+    /// Token endpoint: `expires_in` replaced by this JSON value (`1e300`,
+    /// `u64::MAX`, `-5`, `"soon"`; `null` removes it).
+    pub token_expires_in: Option<serde_json::Value>,
+    /// Token endpoint: answers with a token of this other tenant (its `tid`,
+    /// valid for that tenant's alerts), as a mixed-up endpoint would.
+    pub token_tid: Option<String>,
+    /// Token endpoint: 200 with a body that never ends.
+    pub token_endless_body: bool,
+    /// Alerts API: 200 with a body that never ends (chunked, no length).
+    pub endless_body: bool,
+    /// Alerts API: every answer carries a nextLink to itself (a cycle).
+    pub next_link_loop: bool,
+    /// Alerts API: every full answer carries a nextLink to another host.
+    pub foreign_next_link: bool,
+    /// Alerts API: `$skip` is ignored (the first page comes back each time).
+    pub ignore_skip: bool,
+    /// Alerts API: each alert is served twice in one answer, the second copy
+    /// with the same id and lastUpdateTime but another `title` (two replicas
+    /// disagreeing).
+    pub twin_versions: bool,
 }
 
 impl Faults {
@@ -50,7 +76,68 @@ impl Faults {
             retry_after_secs: 1,
             token_p_500: 0.0,
             token_p_transient: 0.0,
+            token_expires_in: None,
+            token_tid: None,
+            token_endless_body: false,
+            endless_body: false,
+            next_link_loop: false,
+            foreign_next_link: false,
+            ignore_skip: false,
+            twin_versions: false,
         }
+    }
+
+    /// A token success body with `expires_in` replaced (or removed by `null`).
+    pub(crate) fn rewrite_token_body(&self, body: String) -> String {
+        let Some(value) = &self.token_expires_in else {
+            return body;
+        };
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return body;
+        };
+        if value.is_null() {
+            v.as_object_mut().map(|o| o.remove("expires_in"));
+        } else {
+            v["expires_in"] = value.clone();
+        }
+        v.to_string()
+    }
+
+    /// The nextLink a hostile server sends instead of (or where there is no)
+    /// honest one: the same query again, or the same path on another host.
+    pub(crate) fn hostile_next_link(&self, this_page: impl FnOnce() -> String) -> Option<String> {
+        if self.next_link_loop {
+            Some(this_page())
+        } else if self.foreign_next_link {
+            let link = this_page();
+            let path = link.find("/api/").map_or("/api/alerts", |i| &link[i..]);
+            Some(format!("https://alerts.example.invalid{path}"))
+        } else {
+            None
+        }
+    }
+
+    /// An answer's body with every alert served twice (`twin_versions`).
+    pub(crate) fn twin_alerts(&self, body: String) -> String {
+        if !self.twin_versions {
+            return body;
+        }
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&body) else {
+            return body;
+        };
+        if let Some(list) = v["value"].as_array_mut() {
+            let twins: Vec<serde_json::Value> = list
+                .iter()
+                .map(|a| {
+                    let mut twin = a.clone();
+                    let title = a["title"].as_str().unwrap_or("").to_owned();
+                    twin["title"] = format!("{title} (other replica)").into();
+                    twin
+                })
+                .collect();
+            list.extend(twins);
+        }
+        v.to_string()
     }
 
     pub(crate) fn draw_api(&self, rng: &mut impl Rng) -> (bool, ApiFault) {
@@ -105,6 +192,39 @@ pub(crate) enum TokenFault {
     None,
     Internal,
     Transient,
+}
+
+/// A 200 body that never ends: the start of a JSON page, then whitespace
+/// (valid inside JSON, so only a size limit stops a reader) forever.
+pub(crate) struct EndlessBody {
+    started: bool,
+}
+
+impl EndlessBody {
+    pub(crate) fn new() -> Self {
+        EndlessBody { started: false }
+    }
+}
+
+const ENDLESS_CHUNK: usize = 256 << 10;
+
+impl http_body::Body for EndlessBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+        static SPACES: [u8; ENDLESS_CHUNK] = [b' '; ENDLESS_CHUNK];
+        let chunk = if self.started {
+            Bytes::from_static(&SPACES)
+        } else {
+            self.started = true;
+            Bytes::from_static(br#"{"access_token":"x","value":["#)
+        };
+        Poll::Ready(Some(Ok(http_body::Frame::data(chunk))))
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use super::alerts::GraphQuery;
 use super::alerts::Query;
-use super::faults::{ApiFault, TokenFault};
+use super::faults::{ApiFault, EndlessBody, TokenFault};
 use super::graph;
 use super::odata::Filter;
 use super::tokens::{
@@ -100,7 +100,8 @@ async fn token(
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let client_id = form.get("client_id").cloned();
     let scope = scope_asked(&form);
-    let fault = s.faults_for(Some(&tenant)).draw_token(&mut *lock(&s.rng));
+    let faults = s.faults_for(Some(&tenant));
+    let fault = faults.draw_token(&mut *lock(&s.rng));
     let result = match fault {
         TokenFault::Internal => Err(AadError::new(
             500,
@@ -120,7 +121,8 @@ async fn token(
             50196,
             "The server terminated an operation because it encountered a client request loop. Retry later.",
         )),
-        TokenFault::None => issue(&s, &tenant, &form, v1),
+        TokenFault::None => issue(&s, faults.token_tid.as_deref().unwrap_or(&tenant), &form, v1)
+            .map(|body| faults.rewrite_token_body(body)),
     };
     let (status, body) = match result {
         Ok(body) => (200, body),
@@ -143,11 +145,15 @@ async fn token(
         served: None,
         next_link: false,
     });
-    let mut resp = (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body,
-    )
-        .into_response();
+    let mut resp = if faults.token_endless_body && status == 200 {
+        Response::new(Body::new(EndlessBody::new()))
+    } else {
+        (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        )
+            .into_response()
+    };
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -597,6 +603,13 @@ async fn answer(
             ))
         }
     };
+    let skip = if faults.ignore_skip { 0 } else { skip };
+    if faults.endless_body {
+        let mut r = Response::new(Body::new(EndlessBody::new()));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ODATA_JSON));
+        return r;
+    }
     let expand = match opts.expand.as_deref() {
         None => false,
         Some(e) if e.trim().eq_ignore_ascii_case("evidence") => true,
@@ -637,13 +650,8 @@ async fn answer(
         }
     };
     rec.served = Some(matched.saturating_sub(skip).min(page));
-    let body = if page < top && skip + page < matched {
-        let mut link = format!(
-            "{}/api/alerts?$top={}&$skip={}",
-            s.base_url,
-            top - page,
-            skip + page
-        );
+    let link_to = |top: usize, skip: usize| {
+        let mut link = format!("{}/api/alerts?$top={top}&$skip={skip}", s.base_url);
         if let Some(f) = &opts.filter {
             link.push_str("&$filter=");
             link.push_str(&encode_query_value(f));
@@ -651,6 +659,15 @@ async fn answer(
         if expand {
             link.push_str("&$expand=evidence");
         }
+        link
+    };
+    let more = skip + page < matched;
+    let honest = (page < top && more).then(|| link_to(top - page, skip + page));
+    let hostile = (more || faults.next_link_loop)
+        .then(|| faults.hostile_next_link(|| link_to(top, skip)))
+        .flatten();
+    let body = faults.twin_alerts(body);
+    let body = if let Some(link) = hostile.or(honest) {
         let mut body = body;
         body.truncate(body.len() - 1);
         body.push_str(&format!(",\"@odata.nextLink\":\"{link}\"}}"));
