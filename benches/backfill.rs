@@ -17,7 +17,9 @@
 //! `BACKFILL_VERBOSE` (list the simulator's requests of each run),
 //! `BACKFILL_TENANTS` (default 1: the alerts are shared out over this many
 //! tenants, polled `poll.concurrency` = 8 at a time, as a partner's first
-//! start would).
+//! start would), `BACKFILL_SOURCE` (`mde`, the default, or `graph`: the
+//! tenants read Microsoft Graph alerts_v2, with alerts of every Defender
+//! product, and `BACKFILL_PAGE_SIZE` defaults to Graph's cap of 1000).
 
 use std::collections::HashSet;
 use std::io::BufRead;
@@ -25,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mde_poller::sim::{ClientConfig, RequestKind, SimApp, SimOptions, SimTenant, Simulator};
+use mde_poller::sim::{
+    ClientConfig, RequestKind, ServiceSource, SimApp, SimOptions, SimTenant, Simulator,
+};
 use mde_poller::timestamp::Timestamp;
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -75,6 +79,8 @@ struct Measured {
     /// User + system CPU time of the poller.
     cpu_seconds: f64,
     alert_requests: usize,
+    /// The fewest requests that could carry the alerts: one per full page.
+    min_requests: usize,
     token_requests: usize,
     output_bytes: u64,
 }
@@ -99,8 +105,11 @@ impl Measured {
             self.peak_rss_kib
         );
         println!(
-            "  API requests    {:>12}  (alerts; plus {} token)",
-            self.alert_requests, self.token_requests
+            "  API requests    {:>12}  (alerts; minimum {}, {:.2}x; plus {} token)",
+            self.alert_requests,
+            self.min_requests,
+            self.alert_requests as f64 / self.min_requests.max(1) as f64,
+            self.token_requests
         );
         println!(
             "  output          {:>12} bytes ({:.1} MB)",
@@ -118,7 +127,12 @@ fn main() {
     }
     let alerts = env_num("BACKFILL_ALERTS", 100_000) as usize;
     let runs = env_num("BACKFILL_RUNS", 3).max(1) as usize;
-    let page_size = env_num("BACKFILL_PAGE_SIZE", 10_000);
+    let graph = match std::env::var("BACKFILL_SOURCE").as_deref() {
+        Err(_) | Ok("mde") => false,
+        Ok("graph") => true,
+        Ok(other) => panic!("BACKFILL_SOURCE={other:?}: mde or graph"),
+    };
+    let page_size = env_num("BACKFILL_PAGE_SIZE", if graph { 1000 } else { 10_000 });
     let tenants = tenants(env_num("BACKFILL_TENANTS", 1).max(1) as usize);
     let bin = poller_bin();
     assert!(
@@ -127,8 +141,9 @@ fn main() {
         bin.display()
     );
     println!(
-        "backfill: `mde-poller once`, {alerts} alerts of {} tenant(s), page_size {page_size}, {runs} run(s)\n  poller: {}",
+        "backfill: `mde-poller once`, {alerts} alerts of {} tenant(s) from {}, page_size {page_size}, {runs} run(s)\n  poller: {}",
         tenants.len(),
+        if graph { "Microsoft Graph alerts_v2" } else { "the MDE API" },
         bin.display()
     );
     // Launchers first, while this process is still small: a child inherits
@@ -148,11 +163,28 @@ fn main() {
     let now = Timestamp::now();
     let from = now.saturating_sub(Duration::from_secs(20 * 3600));
     let generated = Instant::now();
+    let mut products = vec![ServiceSource::DefenderForEndpoint];
+    products.extend(ServiceSource::GRAPH_ONLY);
+    let mut min_requests = 0;
     for (i, (_, id)) in tenants.iter().enumerate() {
-        sim.add_tenant(SimTenant::consented(id, APP_ID));
         // Shared out evenly; the first tenant takes the remainder.
         let share = alerts / tenants.len() + if i == 0 { alerts % tenants.len() } else { 0 };
-        sim.generate_alerts(id, share, from, now);
+        let top = if graph {
+            page_size.min(1000)
+        } else {
+            page_size
+        } as usize;
+        // Every full page, and the short (or empty) last one that proves the end.
+        min_requests += share / top + 1;
+        if graph {
+            sim.add_tenant(SimTenant::graph(id, APP_ID));
+            sim.generate_graph_alerts(id, share, from, now, &products);
+            // Rendered now, so that the timed run measures the poller.
+            sim.prepare_graph(id);
+        } else {
+            sim.add_tenant(SimTenant::consented(id, APP_ID));
+            sim.generate_alerts(id, share, from, now);
+        }
     }
     println!(
         "  simulator: {alerts} alerts generated in {:.1} s (lastUpdateTime over the last 20 h)",
@@ -163,14 +195,14 @@ fn main() {
     for (i, launcher) in launchers.iter_mut().enumerate() {
         // A fresh directory per run: an empty store, so each run back-fills all.
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = write_config(&sim, dir.path(), page_size, &tenants);
+        let config = write_config(&sim, dir.path(), page_size, &tenants, graph);
         let output = dir.path().join("alerts.ndjson");
         sim.clear_requests();
         let (seconds, peak_rss_kib, cpu_seconds) = launcher.run(&config);
         let requests = sim.requests();
         let alert_requests = requests
             .iter()
-            .filter(|r| r.kind == RequestKind::Alerts)
+            .filter(|r| matches!(r.kind, RequestKind::Alerts | RequestKind::GraphAlerts))
             .count();
         let token_requests = requests.len() - alert_requests;
         let throttled = requests.iter().filter(|r| r.status == 429).count();
@@ -199,6 +231,7 @@ fn main() {
             peak_rss_kib,
             cpu_seconds,
             alert_requests,
+            min_requests,
             token_requests,
             output_bytes,
         };
@@ -339,15 +372,20 @@ fn write_config(
     dir: &Path,
     page_size: u64,
     tenants: &[(String, String)],
+    graph: bool,
 ) -> PathBuf {
+    let source = if graph { "graph" } else { "mde" };
     sim.write_client_config(
         dir,
         &ClientConfig {
             client_id: APP_ID,
             secret: SECRET,
-            poll: &format!("first_lookback = \"24h\"\npage_size = {page_size}"),
+            poll: &format!(
+                "first_lookback = \"24h\"\npage_size = {page_size}\nsource = \"{source}\""
+            ),
             log_level: "warn",
             tenants,
+            graph,
             ..ClientConfig::default()
         },
     )

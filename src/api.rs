@@ -1,6 +1,7 @@
-//! The alerts API of one tenant: one `GET /api/alerts` with its OData query,
-//! the call budget, the bearer token, retries, and the mapping of every answer
-//! to a page of raw alerts or a typed error.
+//! The alerts API of one tenant: one `GET /api/alerts` (MDE) or
+//! `GET /v1.0/security/alerts_v2` (Microsoft Graph) with its OData query, the
+//! call budget, the bearer token, retries, and the mapping of every answer to
+//! a page of raw alerts or a typed error.
 //!
 //! Retries live here, below the poll, so that one page either arrives whole or
 //! the poll fails and the cursor stays where it was.
@@ -14,11 +15,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{AuthError, TokenSource};
 use crate::backoff::Backoff;
+use crate::output::AlertSource;
 use crate::ratelimit::CallBudget;
 use crate::timestamp::Timestamp;
 
-/// This API's `source` label in the request metrics.
-const SOURCE: &str = crate::metrics::SOURCE_MDE;
+/// Graph's cap on `$top` (API-NOTES, "Paging"): a larger `page_size` is
+/// asked as this for Graph tenants.
+pub const GRAPH_MAX_TOP: u32 = 1000;
+
+/// Sent on every Graph request: without it, newer members of evolvable enums
+/// (`serviceSource` `microsoftDefenderForCloud`, …) arrive as `unknownFutureValue`.
+pub const GRAPH_PREFER: &str = "include-unknown-enum-members";
 
 /// Retries of one request within one poll (beyond the first try).
 const MAX_RETRIES: u32 = 5;
@@ -53,6 +60,41 @@ impl Query {
             ),
             None => format!("lastUpdateTime ge {}", self.from),
         }
+    }
+
+    /// The `$filter` of Graph's `alerts_v2`: the same half-open window on
+    /// `lastUpdateDateTime`, and the products asked for, if any.
+    pub fn graph_filter(&self, service_sources: &[String]) -> String {
+        let mut f = match self.to {
+            Some(to) => format!(
+                "lastUpdateDateTime ge {} and lastUpdateDateTime lt {}",
+                self.from, to
+            ),
+            None => format!("lastUpdateDateTime ge {}", self.from),
+        };
+        if !service_sources.is_empty() {
+            // `eq … or …` rather than `in (…)`: plain OData 4.0, which every
+            // Graph version parses. Values were checked against the enum.
+            let any: Vec<String> = service_sources
+                .iter()
+                .map(|s| format!("serviceSource eq '{s}'"))
+                .collect();
+            f.push_str(&format!(" and ({})", any.join(" or ")));
+        }
+        f
+    }
+
+    fn graph_query_string(&self, service_sources: &[String]) -> String {
+        // Evidence is always part of a Graph alert: no `$expand`.
+        let mut q = format!(
+            "$filter={}&$top={}",
+            encode(&self.graph_filter(service_sources)),
+            self.top.min(GRAPH_MAX_TOP)
+        );
+        if self.skip > 0 {
+            q.push_str(&format!("&$skip={}", self.skip));
+        }
+        q
     }
 
     fn query_string(&self) -> String {
@@ -144,6 +186,13 @@ pub enum ApiError {
     /// it would send the tenant's bearer token there.
     #[error("the alerts API's @odata.nextLink points to {host}, not to {api}: not followed, so the token is not sent there")]
     ForeignNextLink { host: String, api: String },
+    /// Graph's 403: the app lacks Microsoft Graph's SecurityAlert role.
+    #[error("HTTP 403 from Microsoft Graph alerts_v2: {message}")]
+    GraphForbidden { message: String },
+    /// The MDE API answered as a retired API would (404 or 410 on
+    /// `/api/alerts`, or an error that names the retirement).
+    #[error("HTTP {status} from the Defender for Endpoint API, which Microsoft retired (MC1220762; it no longer functions after 1 February 2027): {message}")]
+    Retired { status: u16, message: String },
     #[error("the alerts API sent an answer over {} MiB, the most one page may take: refused (a broken server or proxy: 10,000 alerts with evidence weigh about 25 MB)", limit >> 20)]
     TooLarge { limit: usize },
     #[error("stopped by shutdown")]
@@ -169,6 +218,8 @@ impl ApiError {
         match self {
             ApiError::Auth(e) => e.is_persistent(),
             ApiError::Forbidden { .. }
+            | ApiError::GraphForbidden { .. }
+            | ApiError::Retired { .. }
             | ApiError::BadRequest { .. }
             | ApiError::ForeignNextLink { .. } => true,
             _ => false,
@@ -188,6 +239,8 @@ impl ApiError {
             ApiError::Transport(_) => "API unreachable".to_owned(),
             ApiError::Malformed(_) => "malformed API answer".to_owned(),
             ApiError::ForeignNextLink { host, .. } => format!("nextLink to {host} refused"),
+            ApiError::GraphForbidden { .. } => "Graph role missing (HTTP 403)".to_owned(),
+            ApiError::Retired { .. } => "MDE API retired: switch to graph".to_owned(),
             ApiError::TooLarge { .. } => "API answer too large".to_owned(),
             ApiError::Cancelled => "stopped by shutdown".to_owned(),
         }
@@ -221,6 +274,12 @@ impl ApiError {
             ApiError::ForeignNextLink { .. } => {
                 "the API's answer sent paging to another host: check api_url and `cloud` (api_url must be the host the API answers from), and any proxy in between that rewrites responses"
             }
+            ApiError::GraphForbidden { .. } => {
+                "the app's Graph token lacks SecurityAlert.Read.All in this tenant: add Microsoft Graph → Application permissions → SecurityAlert.Read.All to the app registration, grant admin consent, then have the customer's Global Administrator consent again (`mde-poller consent-url`)"
+            }
+            ApiError::Retired { .. } => {
+                "the Defender for Endpoint API no longer serves alerts: switch this tenant to Microsoft Graph (set source = \"graph\" in its [tenants.NAME] table or in [poll], add the SecurityAlert.Read.All permission and have the customer consent again; see README \"Moving to Microsoft Graph before 1 February 2027\")"
+            }
             ApiError::TooLarge { .. } => {
                 "an answer was larger than any real page: check api_url and any proxy in between; lower `poll.page_size` if pages with evidence are really that large"
             }
@@ -236,6 +295,9 @@ pub struct AlertsApi {
     base: String,
     tokens: Arc<TokenSource>,
     budget: Arc<CallBudget>,
+    source: AlertSource,
+    /// Graph only: the `serviceSource` values to read (empty = all).
+    service_sources: Vec<String>,
 }
 
 impl AlertsApi {
@@ -250,7 +312,30 @@ impl AlertsApi {
             base: api_url.trim_end_matches('/').to_owned(),
             tokens,
             budget,
+            source: AlertSource::Mde,
+            service_sources: Vec::new(),
         }
+    }
+
+    /// Microsoft Graph's `alerts_v2` at `graph_url`; `tokens` must be for the
+    /// Graph scope and `budget` Graph's own (150 calls a minute).
+    pub fn graph(
+        http: reqwest::Client,
+        graph_url: &str,
+        tokens: Arc<TokenSource>,
+        budget: Arc<CallBudget>,
+        service_sources: Vec<String>,
+    ) -> Self {
+        AlertsApi {
+            source: AlertSource::Graph,
+            service_sources,
+            ..Self::new(http, graph_url, tokens, budget)
+        }
+    }
+
+    /// Which API this is.
+    pub fn source(&self) -> AlertSource {
+        self.source
     }
 
     /// The token source this API authenticates with (`check` asks it for a
@@ -286,7 +371,14 @@ impl AlertsApi {
         cancel: &CancellationToken,
         buf: Vec<u8>,
     ) -> Result<PageBody, ApiError> {
-        let url = format!("{}/api/alerts?{}", self.base, query.query_string());
+        let url = match self.source {
+            AlertSource::Mde => format!("{}/api/alerts?{}", self.base, query.query_string()),
+            AlertSource::Graph => format!(
+                "{}/v1.0/security/alerts_v2?{}",
+                self.base,
+                query.graph_query_string(&self.service_sources)
+            ),
+        };
         self.get_with_retries(&url, cancel, buf).await
     }
 
@@ -385,16 +477,21 @@ impl AlertsApi {
 
     /// One request; on success `buf` holds the body.
     async fn get_once(&self, url: &str, bearer: &str, buf: &mut Vec<u8>) -> Result<(), ApiError> {
-        let response = self
+        let mut request = self
             .http
             .get(url)
             .bearer_auth(bearer)
-            .header(reqwest::header::ACCEPT, "application/json")
+            .header(reqwest::header::ACCEPT, "application/json");
+        if self.source == AlertSource::Graph {
+            request = request.header("Prefer", GRAPH_PREFER);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| ApiError::Transport(describe(&e)));
+        let label = self.source.as_str();
         crate::metrics::global()
-            .api_request(SOURCE, response.as_ref().ok().map(|r| r.status().as_u16()));
+            .api_request(label, response.as_ref().ok().map(|r| r.status().as_u16()));
         let response = response?;
         let status = response.status().as_u16();
         let retry_after = response
@@ -415,10 +512,20 @@ impl AlertsApi {
         }
         let message = error_message(buf);
         if matches!(status, 429 | 503) {
-            crate::metrics::global().throttled(SOURCE);
+            crate::metrics::global().throttled(label);
+        }
+        // What a retired MDE API answers is unknown (API-NOTES): a 404 or 410
+        // on /api/alerts, or any refusal that names the retirement, is read
+        // as the retirement, so the operator is told to switch to Graph.
+        if self.source == AlertSource::Mde
+            && !matches!(status, 429 | 503)
+            && (matches!(status, 404 | 410) || names_retirement(&message))
+        {
+            return Err(ApiError::Retired { status, message });
         }
         Err(match status {
             401 => ApiError::Unauthorized { message },
+            403 if self.source == AlertSource::Graph => ApiError::GraphForbidden { message },
             403 => ApiError::Forbidden { message },
             400 => ApiError::BadRequest { message },
             429 | 503 => ApiError::Throttled {
@@ -457,6 +564,14 @@ fn error_message(body: &[u8]) -> String {
         Err(_) if body.is_empty() => "no body".to_owned(),
         Err(_) => format!("unparsed body of {} bytes", body.len()),
     }
+}
+
+/// An error text that says the API was retired or deprecated.
+fn names_retirement(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    ["retire", "decommission", "deprecated", "no longer function"]
+        .iter()
+        .any(|w| m.contains(w))
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -528,6 +643,36 @@ mod tests {
             open.query_string(),
             "$filter=lastUpdateTime%20ge%202026-11-26T10:00:00.1234567Z&$top=25&$skip=50&$expand=evidence"
         );
+    }
+
+    #[test]
+    fn graph_filter_names_graph_fields_and_products() {
+        let q = Query {
+            from: Timestamp::parse("2026-11-26T10:00:00.1234567Z").unwrap(),
+            to: Some(Timestamp::parse("2026-11-26T11:00:00Z").unwrap()),
+            top: 5000,
+            skip: 0,
+            expand_evidence: true,
+        };
+        let sources = vec![
+            "microsoftDefenderForEndpoint".to_owned(),
+            "dataLossPrevention".to_owned(),
+        ];
+        assert_eq!(
+            q.graph_filter(&sources),
+            "lastUpdateDateTime ge 2026-11-26T10:00:00.1234567Z and lastUpdateDateTime lt 2026-11-26T11:00:00.0000000Z and (serviceSource eq 'microsoftDefenderForEndpoint' or serviceSource eq 'dataLossPrevention')"
+        );
+        // $top capped at Graph's 1,000, and no $expand.
+        let qs = q.graph_query_string(&[]);
+        assert!(qs.ends_with("&$top=1000"), "{qs}");
+        assert!(!qs.contains("expand"), "{qs}");
+    }
+
+    #[test]
+    fn retirement_is_recognised_in_words() {
+        assert!(names_retirement("ApiRetired: The API has been retired"));
+        assert!(names_retirement("This endpoint is deprecated"));
+        assert!(!names_retirement("Forbidden: Missing application roles"));
     }
 
     #[test]

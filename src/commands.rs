@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{ApiError, Query};
 use crate::auth::Claims;
 use crate::config::{Settings, TenantSettings};
+use crate::output::AlertSource;
 use crate::ratelimit::{CallBudget, PER_HOUR, PER_MINUTE};
 use crate::scheduler;
 use crate::store::Store;
@@ -30,6 +31,19 @@ pub struct CheckResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
     pub roles: Vec<String>,
+    /// `mde` or `graph`: the API checked.
+    pub source: &'static str,
+    /// Said whatever the verdict: for an `mde` tenant, that the MDE API stops
+    /// working after 1 February 2027 and how to switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<String>,
+}
+
+/// What `check` and start-up say once for each tenant still on `mde`.
+pub const MDE_RETIREMENT_NOTICE: &str = "the Defender for Endpoint API stops working after 1 February 2027 (Microsoft MC1220762): add Microsoft Graph → Application permissions → SecurityAlert.Read.All to the app, have the customer consent again (mde-poller consent-url), then set source = \"graph\" for this tenant; its cursor is kept (README: \"Moving to Microsoft Graph before 1 February 2027\")";
+
+fn notice_for(t: &TenantSettings) -> Option<String> {
+    (t.source == AlertSource::Mde).then(|| MDE_RETIREMENT_NOTICE.to_owned())
 }
 
 impl CheckResult {
@@ -48,6 +62,8 @@ impl CheckResult {
             problem: Some(problem),
             hint: Some(hint.to_owned()),
             roles,
+            source: t.source.as_str(),
+            notice: notice_for(t),
         }
     }
 }
@@ -88,6 +104,8 @@ enum ClaimsProblem {
     OtherTenant { tid: String, expected: String },
     #[error("the token carries no Alert.Read.All or Alert.ReadWrite.All role")]
     NoRole,
+    #[error("the Microsoft Graph token carries no SecurityAlert.Read.All or SecurityAlert.ReadWrite.All role")]
+    NoGraphRole,
 }
 
 impl ClaimsProblem {
@@ -101,6 +119,9 @@ impl ClaimsProblem {
             }
             ClaimsProblem::OtherTenant { .. } => {
                 "check tenant_id and login_url: the token endpoint answered for another tenant"
+            }
+            ClaimsProblem::NoGraphRole => {
+                "add Microsoft Graph → Application permissions → SecurityAlert.Read.All to the app registration, grant admin consent, then have the customer's Global Administrator consent again (mde-poller consent-url)"
             }
             ClaimsProblem::NoRole => {
                 "add the WindowsDefenderATP application permission Alert.Read.All to the app registration, then have the customer's Global Administrator consent again (mde-poller consent-url)"
@@ -118,8 +139,12 @@ fn verify_claims(claims: &Claims, t: &TenantSettings) -> Result<(), ClaimsProble
             expected: t.tenant_id.clone(),
         });
     }
-    if !claims.can_read_alerts() {
-        return Err(ClaimsProblem::NoRole);
+    match t.source {
+        AlertSource::Mde if !claims.can_read_alerts() => return Err(ClaimsProblem::NoRole),
+        AlertSource::Graph if !claims.can_read_graph_alerts() => {
+            return Err(ClaimsProblem::NoGraphRole)
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -145,6 +170,7 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
     if let Err(p) = verify_claims(&claims, &t) {
         return CheckResult::failed(&t, "claims", p.to_string(), p.hint(), roles);
     }
+    // `$top=1` on the tenant's own API (alerts_v2 for a Graph tenant).
     let query = Query {
         from: Timestamp::now().saturating_sub(Duration::from_secs(86_400)),
         to: None,
@@ -170,6 +196,8 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
             problem: None,
             hint: None,
             roles,
+            source: t.source.as_str(),
+            notice: notice_for(&t),
         },
         Err(e) => CheckResult::failed(&t, "api", e.to_string(), e.hint(), roles),
     }
@@ -199,6 +227,9 @@ pub fn check_report(results: &[CheckResult], json: bool) -> String {
                 r.tenant_id,
                 r.roles.join(",")
             ));
+            if let Some(n) = &r.notice {
+                out.push_str(&format!("      note: {n}\n"));
+            }
         } else {
             out.push_str(&format!(
                 "FAIL  {:<20} {}  at {}: {}\n      next step: {}\n",
@@ -208,6 +239,9 @@ pub fn check_report(results: &[CheckResult], json: bool) -> String {
                 r.problem.as_deref().unwrap_or(""),
                 r.hint.as_deref().unwrap_or("")
             ));
+            if let Some(n) = &r.notice {
+                out.push_str(&format!("      note: {n}\n"));
+            }
         }
     }
     let failed = results.iter().filter(|r| !r.ok).count();

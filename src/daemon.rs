@@ -69,6 +69,7 @@ pub async fn run(
     spawn_pruning(env.clone(), settings.store.retention, background.clone());
     notify::ready();
     events::daemon_started(settings.enabled_tenants().count(), config_path);
+    source_notices(&settings);
 
     let mut current = settings;
     tokio::pin!(shutdown);
@@ -211,10 +212,29 @@ fn spawn_pruning(env: PollEnv, retention: Duration, cancel: CancellationToken) {
     });
 }
 
+/// Said once at start-up: each tenant still on the MDE API (it stops after
+/// 1 February 2027), and a `page_size` Graph tenants cannot use as it is.
+pub fn source_notices(settings: &Settings) {
+    use crate::output::AlertSource;
+    let mut graph = 0;
+    for t in settings.enabled_tenants() {
+        match t.source {
+            AlertSource::Mde => events::mde_retirement_notice(&t.name),
+            AlertSource::Graph => graph += 1,
+        }
+    }
+    let size = settings.poll.page_size;
+    let top = crate::poll::page_top(AlertSource::Graph, size);
+    if graph > 0 && top < size {
+        events::graph_page_size_clamped(size, top, graph);
+    }
+}
+
 /// `once`: every enabled tenant polled one time. True when all succeeded.
 pub async fn once(settings: &Settings, shutdown: impl Future<Output = ()>) -> anyhow::Result<bool> {
     let _lock = StoreLock::acquire(&settings.store.path)?;
     let env = open_env(settings).await?;
+    source_notices(settings);
     let cancel = CancellationToken::new();
     let polls = scheduler::poll_all_once(settings, env, &cancel);
     tokio::pin!(polls);

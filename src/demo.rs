@@ -1,5 +1,7 @@
-//! `mde-poller demo`: the simulator on loopback with three tenants (one never
-//! consented), and the real daemon, with a real config file, polling it.
+//! `mde-poller demo`: the simulator on loopback with four tenants (one never
+//! consented, one read through Microsoft Graph alerts_v2 with the alerts of
+//! every Defender product), and the real daemon, with a real config file,
+//! polling it.
 //! Alerts appear on stdout within seconds; the log on stderr shows what an
 //! operator would see, including the unconsented tenant's hint.
 
@@ -10,7 +12,7 @@ use anyhow::Context;
 use crate::config;
 use crate::daemon;
 use crate::logging;
-use crate::sim::{Activity, ClientConfig, SimApp, SimOptions, SimTenant, Simulator};
+use crate::sim::{Activity, ClientConfig, ServiceSource, SimApp, SimOptions, SimTenant, Simulator};
 use crate::timestamp::Timestamp;
 
 const APP_ID: &str = "8a6e0c4f-1d2b-4c3a-9e5f-0a1b2c3d4e5f";
@@ -20,6 +22,8 @@ const TENANTS: [(&str, &str, bool); 3] = [
     ("fabrikam", "22222222-2222-4222-8222-222222222222", false),
     ("northwind", "33333333-3333-4333-8333-333333333333", true),
 ];
+/// Read with `source = "graph"`: MDE alerts and the other products' beside them.
+const GRAPH_TENANT: (&str, &str) = ("tailspin", "44444444-4444-4444-8444-444444444444");
 
 pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
     let sim = Simulator::start(SimOptions {
@@ -64,10 +68,35 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
         }
     }
 
+    let (_, graph_id) = GRAPH_TENANT;
+    sim.add_tenant(SimTenant::graph(graph_id, APP_ID));
+    let mut products = vec![ServiceSource::DefenderForEndpoint];
+    products.extend(ServiceSource::GRAPH_ONLY);
+    sim.generate_graph_alerts(
+        graph_id,
+        30,
+        now.saturating_sub(Duration::from_secs(20 * 3600)),
+        now,
+        &products,
+    );
+    sim.spawn_graph_activity(
+        graph_id,
+        Activity {
+            every: Duration::from_secs(2),
+            new: 1,
+            updates: 1,
+            late_fraction: 0.25,
+            max_late: Duration::from_secs(30),
+        },
+        &[],
+    );
+
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let tenants: Vec<(String, String)> = TENANTS
         .iter()
-        .map(|(name, id, _)| ((*name).to_owned(), (*id).to_owned()))
+        .map(|(name, id, _)| (*name, *id))
+        .chain([GRAPH_TENANT])
+        .map(|(name, id)| (name.to_owned(), id.to_owned()))
         .collect();
     let config_path = sim.write_client_config(
         dir.path(),
@@ -78,9 +107,18 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
             output: "-",
             log_format: "text",
             tenants: &tenants,
+            graph: true,
             ..ClientConfig::default()
         },
     )?;
+    // The Graph tenant beside the MDE ones: one line in its table.
+    let table = format!("[tenants.{}]\n", GRAPH_TENANT.0);
+    let text = std::fs::read_to_string(&config_path)?.replacen(
+        &table,
+        &format!("{table}source = \"graph\"\n"),
+        1,
+    );
+    std::fs::write(&config_path, text)?;
     let settings = config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let log = logging::init(&settings.log);
     crate::events::demo_started(&sim.url(), &config_path);

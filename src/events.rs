@@ -38,8 +38,31 @@ pub fn daemon_stopped() {
     tracing::info!(event = "daemon_stopped", "stopped");
 }
 
+/// Start-up, once per tenant still reading the MDE API: it stops working
+/// after 1 February 2027. WARN: nothing fails yet, but someone must act.
+pub fn mde_retirement_notice(tenant: &str) {
+    tracing::warn!(
+        event = "mde_retirement_notice",
+        tenant,
+        hint = crate::commands::MDE_RETIREMENT_NOTICE,
+        "this tenant reads the Defender for Endpoint API, which stops working after 1 February 2027; switch it to source = \"graph\""
+    );
+}
+
+/// Start-up, once: `page_size` is above Graph's cap, so Graph tenants ask
+/// for 1,000 a page (not an error: one config serves both sources).
+pub fn graph_page_size_clamped(page_size: u32, top: u32, tenants: usize) {
+    tracing::info!(
+        event = "graph_page_size_clamped",
+        page_size,
+        top,
+        tenants,
+        "poll.page_size is above Microsoft Graph's 1000: Graph tenants ask for 1000 alerts a page"
+    );
+}
+
 pub fn demo_started(simulator: &str, config: &Path) {
-    tracing::info!(event = "demo_started", simulator, config = %config.display(), "demo: the simulator serves 3 tenants; fabrikam never consented");
+    tracing::info!(event = "demo_started", simulator, config = %config.display(), "demo: the simulator serves 4 tenants; fabrikam never consented, tailspin is read through Microsoft Graph");
 }
 
 /// A command could not run at all (the database or output cannot be opened).

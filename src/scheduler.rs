@@ -25,6 +25,7 @@ use crate::api::AlertsApi;
 use crate::auth::{AuthError, TokenSource};
 use crate::config::{Credential, HttpSettings, PollSettings, Settings, TenantSettings};
 use crate::events;
+use crate::output::AlertSource;
 use crate::poll::{self, PollEnv, TenantPoll};
 use crate::ratelimit::CallBudget;
 use crate::timestamp::Timestamp;
@@ -329,12 +330,32 @@ pub fn tenant_poll(
     tenant: &TenantSettings,
     budget: Arc<CallBudget>,
 ) -> Result<TenantPoll, AuthError> {
+    // The token request carries the scope of the tenant's source.
     let tokens = Arc::new(TokenSource::new(http.clone(), tenant)?);
+    let api = match tenant.source {
+        AlertSource::Mde => AlertsApi::new(http.clone(), &tenant.api_url, tokens, budget),
+        AlertSource::Graph => AlertsApi::graph(
+            http.clone(),
+            &tenant.graph_url,
+            tokens,
+            budget,
+            tenant.service_sources.clone(),
+        ),
+    };
     Ok(TenantPoll {
         name: tenant.name.clone(),
         tenant_id: tenant.tenant_id.clone(),
-        api: AlertsApi::new(http.clone(), &tenant.api_url, tokens, budget),
+        api,
     })
+}
+
+/// A new budget for `source`: Graph counts its calls apart from the MDE
+/// API's, at its own limit (150 a minute per app and tenant).
+pub fn budget_for(source: AlertSource) -> CallBudget {
+    match source {
+        AlertSource::Mde => CallBudget::default(),
+        AlertSource::Graph => CallBudget::graph(),
+    }
 }
 
 /// A tenant's poller with the lock and budget it keeps across reloads.
@@ -349,8 +370,10 @@ fn runtime(
             .budgets
             .lock()
             .expect("budgets lock")
-            .entry(tenant.tenant_id.clone())
-            .or_default(),
+            // Keyed by source too: a tenant switched to Graph starts on
+            // Graph's budget, and the MDE one it leaves is not spent by it.
+            .entry(format!("{}:{}", tenant.source.as_str(), tenant.tenant_id))
+            .or_insert_with(|| Arc::new(budget_for(tenant.source))),
     );
     let lock = Arc::clone(
         inner
@@ -526,8 +549,19 @@ fn fingerprint(t: &TenantSettings, http: &HttpSettings) -> u64 {
     // The HTTP settings too: a changed proxy, CA bundle or User-Agent means
     // a new client for the tenant's token source and API.
     let text = format!(
-        "{}|{}|{}|{}|{}|{}|{}|{:?}",
-        t.name, t.tenant_id, t.client_id, t.login_url, t.api_url, t.token_scope, credential, http
+        "{}|{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}|{:?}",
+        t.name,
+        t.tenant_id,
+        t.client_id,
+        t.login_url,
+        t.api_url,
+        t.token_scope,
+        credential,
+        http,
+        t.source.as_str(),
+        t.graph_url,
+        t.graph_scope,
+        t.service_sources
     );
     xxhash_rust::xxh3::xxh3_64(text.as_bytes())
 }

@@ -28,6 +28,7 @@ use crate::timestamp::Timestamp;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_status_budget_audit.sql"),
+    include_str!("../migrations/0003_alert_source.sql"),
 ];
 
 /// The newest schema version this build knows.
@@ -167,6 +168,8 @@ pub struct Cursor {
 pub struct Known {
     pub last_update: Timestamp,
     pub content_hash: u64,
+    /// Read from Microsoft Graph (else from the MDE API).
+    pub from_graph: bool,
 }
 
 /// One alert version that was just written to the output.
@@ -177,6 +180,8 @@ pub struct EmittedVersion {
     pub last_update_text: String,
     pub last_update: Timestamp,
     pub content_hash: u64,
+    /// Read from Microsoft Graph (else from the MDE API).
+    pub from_graph: bool,
 }
 
 /// How a poll ended.
@@ -382,7 +387,7 @@ impl Store {
             let mut found = HashMap::with_capacity(ids.len());
             {
                 let mut st = tx.prepare_cached(
-                    "SELECT last_update_ticks, content_hash FROM alerts \
+                    "SELECT last_update_ticks, content_hash, from_graph FROM alerts \
                      WHERE tenant_id = ?1 AND alert_id = ?2",
                 )?;
                 // In key order, like `record_emitted`: one visit per B-tree page.
@@ -395,6 +400,7 @@ impl Store {
                             Ok(Known {
                                 last_update: Timestamp::from_ticks(r.get(0)?),
                                 content_hash: r.get::<_, i64>(1)? as u64,
+                                from_graph: r.get::<_, i64>(2)? != 0,
                             })
                         })
                         .optional()?;
@@ -431,13 +437,14 @@ impl Store {
             {
                 let mut st = tx.prepare_cached(
                     "INSERT INTO alerts (tenant_id, alert_id, last_update_text, \
-                         last_update_ticks, content_hash, first_emitted, last_emitted) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) \
+                         last_update_ticks, content_hash, first_emitted, last_emitted, from_graph) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
                      ON CONFLICT (tenant_id, alert_id) DO UPDATE SET \
                          last_update_text = excluded.last_update_text, \
                          last_update_ticks = excluded.last_update_ticks, \
                          content_hash = excluded.content_hash, \
-                         last_emitted = excluded.last_emitted",
+                         last_emitted = excluded.last_emitted, \
+                         from_graph = excluded.from_graph",
                 )?;
                 // In key order: each B-tree page is visited once per batch
                 // instead of at random, which keeps a 10,000-version page from
@@ -453,6 +460,7 @@ impl Store {
                         v.last_update.ticks(),
                         v.content_hash as i64,
                         at.ticks(),
+                        i64::from(v.from_graph),
                     ])?;
                 }
             }
@@ -798,6 +806,7 @@ mod tests {
             last_update_text: at.to_owned(),
             last_update: ts(at),
             content_hash: hash,
+            from_graph: false,
         }
     }
 
@@ -1086,7 +1095,8 @@ mod tests {
             known["a"],
             Known {
                 last_update: ts("2026-01-01T00:00:00.1234567Z"),
-                content_hash: u64::MAX
+                content_hash: u64::MAX,
+                from_graph: false,
             }
         );
         assert_eq!(known["b"].content_hash, 0);

@@ -11,6 +11,9 @@ use super::AuthError;
 /// The roles that let the app list alerts.
 pub const ALERT_ROLES: [&str; 2] = ["Alert.Read.All", "Alert.ReadWrite.All"];
 
+/// The Microsoft Graph roles that let the app list `alerts_v2`.
+pub const GRAPH_ALERT_ROLES: [&str; 2] = ["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
+
 /// Claims of a Defender for Endpoint access token (a v1.0 JWT).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
@@ -68,6 +71,13 @@ impl Claims {
     /// Whether `roles` lets the app read alerts.
     pub fn can_read_alerts(&self) -> bool {
         self.roles.iter().any(|r| ALERT_ROLES.contains(&r.as_str()))
+    }
+
+    /// Whether `roles` lets the app read Graph's `alerts_v2`.
+    pub fn can_read_graph_alerts(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| GRAPH_ALERT_ROLES.contains(&r.as_str()))
     }
 }
 

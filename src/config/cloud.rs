@@ -8,6 +8,9 @@ pub(super) struct Endpoints {
     pub(super) login_url: &'static str,
     pub(super) api_url: &'static str,
     pub(super) token_scope: &'static str,
+    /// Microsoft Graph's host and its token scope (API-NOTES, the Graph table).
+    pub(super) graph_url: &'static str,
+    pub(super) graph_scope: &'static str,
 }
 
 /// The preset of `cloud` (`global`, `gcc`, `gcc-high`, `dod`).
@@ -30,10 +33,26 @@ pub(super) fn cloud_endpoints(cloud: &str) -> Option<Endpoints> {
         ),
         _ => return None,
     };
+    let (graph_url, graph_scope) = match cloud {
+        "gcc-high" => (
+            "https://graph.microsoft.us",
+            "https://graph.microsoft.us/.default",
+        ),
+        "dod" => (
+            "https://dod-graph.microsoft.us",
+            "https://dod-graph.microsoft.us/.default",
+        ),
+        _ => (
+            "https://graph.microsoft.com",
+            "https://graph.microsoft.com/.default",
+        ),
+    };
     Some(Endpoints {
         login_url,
         api_url,
         token_scope,
+        graph_url,
+        graph_scope,
     })
 }
 

@@ -138,6 +138,21 @@ pub(super) struct RawEndpoints {
         skip_serializing_if = "Option::is_none"
     )]
     pub(super) token_scope: Option<String>,
+    /// The Microsoft Graph host for tenants with `source = "graph"`; `cloud`
+    /// picks it: `https://graph.microsoft.com` (global, gcc),
+    /// `https://graph.microsoft.us` (gcc-high), `https://dod-graph.microsoft.us` (dod).
+    #[serde(
+        deserialize_with = "opt_scalar",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(super) graph_url: Option<String>,
+    /// The OAuth scope of Graph tenants' tokens, e.g.
+    /// `https://graph.microsoft.com/.default` (`cloud` picks it).
+    #[serde(
+        deserialize_with = "opt_scalar",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(super) graph_scope: Option<String>,
 }
 
 /// `[http]`: how Microsoft is reached.
@@ -188,8 +203,18 @@ pub(super) struct RawPoll {
     /// Time limit of one HTTP request, e.g. `"30s"`.
     #[serde(deserialize_with = "scalar")]
     pub(super) timeout: String,
-    /// Ask for each alert's evidence too (`$expand=evidence`).
+    /// Ask for each alert's evidence too (`$expand=evidence`; MDE only:
+    /// Graph always includes evidence).
     pub(super) expand_evidence: bool,
+    /// Which API every tenant reads unless it names its own: `mde` (the
+    /// Defender for Endpoint API, `/api/alerts`, which stops working after
+    /// 1 February 2027) or `graph` (Microsoft Graph `alerts_v2`).
+    #[serde(deserialize_with = "scalar")]
+    pub(super) source: String,
+    /// Graph tenants only: the Defender products to read, as Graph's
+    /// `serviceSource` spells them (e.g. `["microsoftDefenderForEndpoint"]`);
+    /// empty = every product.
+    pub(super) service_sources: Vec<String>,
 }
 
 impl Default for RawPoll {
@@ -203,6 +228,8 @@ impl Default for RawPoll {
             concurrency: 8,
             timeout: "30s".into(),
             expand_evidence: false,
+            source: "mde".into(),
+            service_sources: Vec::new(),
         }
     }
 }
@@ -370,6 +397,13 @@ pub(super) struct RawTenant {
         skip_serializing_if = "Option::is_none"
     )]
     pub(super) api_url: Option<String>,
+    /// `mde` or `graph`: this tenant's API, instead of `[poll] source`.
+    /// Switching a tenant keeps its place (its cursor).
+    #[serde(
+        deserialize_with = "opt_scalar",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub(super) source: Option<String>,
 }
 
 impl Default for RawTenant {
@@ -384,6 +418,7 @@ impl Default for RawTenant {
             certificate_file: None,
             certificate_legacy_rs256: None,
             api_url: None,
+            source: None,
         }
     }
 }

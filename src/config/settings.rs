@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::{Credential, TokenRequest};
+pub use crate::output::AlertSource;
 
 /// Everything the daemon needs, validated and resolved (secrets read, cloud
 /// presets applied, relative paths made absolute).
@@ -163,18 +164,47 @@ pub struct TenantSettings {
     pub api_url: String,
     /// e.g. `https://api.securitycenter.microsoft.com/.default`.
     pub token_scope: String,
+    /// Which API this tenant reads (`source`, else `[poll] source`).
+    pub source: AlertSource,
+    /// e.g. `https://graph.microsoft.com` (no trailing slash).
+    pub graph_url: String,
+    /// e.g. `https://graph.microsoft.com/.default`.
+    pub graph_scope: String,
+    /// `[poll] service_sources`, checked against Graph's `serviceSource`
+    /// members; empty = every product. Read only by Graph tenants.
+    pub service_sources: Vec<String>,
 }
 
 impl TenantSettings {
-    /// What `auth` needs to request this tenant's tokens.
+    /// What `auth` needs to request this tenant's tokens: for the API of
+    /// its `source` (a Graph token is refused by the MDE API and the other
+    /// way round).
     pub fn token_request(&self) -> TokenRequest {
         TokenRequest {
             tenant: self.name.clone(),
             tenant_id: self.tenant_id.clone(),
             client_id: self.client_id.clone(),
             login_url: self.login_url.clone(),
-            scope: self.token_scope.clone(),
+            scope: self.active_scope().to_owned(),
             credential: self.credential.clone(),
+        }
+    }
+}
+
+impl TenantSettings {
+    /// The token scope of the API this tenant reads.
+    pub fn active_scope(&self) -> &str {
+        match self.source {
+            AlertSource::Mde => &self.token_scope,
+            AlertSource::Graph => &self.graph_scope,
+        }
+    }
+
+    /// The host of the API this tenant reads.
+    pub fn active_url(&self) -> &str {
+        match self.source {
+            AlertSource::Mde => &self.api_url,
+            AlertSource::Graph => &self.graph_url,
         }
     }
 }

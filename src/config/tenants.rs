@@ -9,6 +9,24 @@ use super::credentials::{Sources, APP_CREDENTIAL, TENANT_CREDENTIAL_PREFIX};
 use super::raw::{RawConfig, RawTenant};
 use super::settings::TenantSettings;
 use crate::auth::Credential;
+use crate::output::AlertSource;
+
+/// Every member of Graph's `microsoft.graph.security.serviceSource` that
+/// names a product (API-NOTES, "Enumerations", and the evolvable members
+/// after `unknownFutureValue`, sent because every request asks for them).
+pub const GRAPH_SERVICE_SOURCES: &[&str] = &[
+    "microsoftDefenderForEndpoint",
+    "microsoftDefenderForIdentity",
+    "microsoftDefenderForCloudApps",
+    "microsoftDefenderForOffice365",
+    "microsoft365Defender",
+    "azureAdIdentityProtection",
+    "microsoftAppGovernance",
+    "dataLossPrevention",
+    "microsoftDefenderForCloud",
+    "microsoftSentinel",
+    "microsoftInsiderRiskManagement",
+];
 
 /// What every tenant inherits unless it names its own. A `None` value whose
 /// key was given had a problem, already reported.
@@ -16,6 +34,11 @@ struct Shared {
     login_url: Option<String>,
     api_url: Option<String>,
     token_scope: Option<String>,
+    graph_url: Option<String>,
+    graph_scope: Option<String>,
+    /// `[poll] source`; `None` when it had a problem (reported).
+    source: Option<AlertSource>,
+    service_sources: Option<Vec<String>>,
     client_id: Option<String>,
     client_id_given: bool,
     credential: Option<Credential>,
@@ -61,6 +84,16 @@ impl Checker<'_> {
         let token_scope = self
             .endpoint("endpoints.token_scope", token_scope)
             .map(|_| token_scope.trim().to_owned());
+        let graph_url = self.endpoint(
+            "endpoints.graph_url",
+            ep.graph_url.as_deref().unwrap_or(preset.graph_url),
+        );
+        let graph_scope = ep.graph_scope.as_deref().unwrap_or(preset.graph_scope);
+        let graph_scope = self
+            .endpoint("endpoints.graph_scope", graph_scope)
+            .map(|_| graph_scope.trim().to_owned());
+        let source = self.source("poll.source", &raw.poll.source);
+        let service_sources = self.service_sources(&raw.poll.service_sources);
 
         let app = &raw.app;
         let client_id = app
@@ -87,6 +120,10 @@ impl Checker<'_> {
             login_url,
             api_url,
             token_scope,
+            graph_url,
+            graph_scope,
+            source,
+            service_sources,
             client_id,
             client_id_given: app.client_id.is_some(),
             credential,
@@ -139,6 +176,10 @@ impl Checker<'_> {
             Some(url) => self.endpoint(&format!("{prefix}.api_url"), url),
             None => shared.api_url.clone(),
         };
+        let source = match &t.source {
+            Some(text) => self.source(&format!("{prefix}.source"), text),
+            None => shared.source,
+        };
         if !name_ok {
             return None;
         }
@@ -151,7 +192,60 @@ impl Checker<'_> {
             login_url: shared.login_url.clone()?,
             api_url: api_url?,
             token_scope: shared.token_scope.clone()?,
+            source: source?,
+            graph_url: shared.graph_url.clone()?,
+            graph_scope: shared.graph_scope.clone()?,
+            service_sources: shared.service_sources.clone()?,
         })
+    }
+
+    /// `mde` or `graph`.
+    fn source(&mut self, key: &str, text: &str) -> Option<AlertSource> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "mde" => Some(AlertSource::Mde),
+            "graph" => Some(AlertSource::Graph),
+            _ => {
+                self.problem(
+                    key,
+                    format!(
+                        "{text:?} is not one of mde, graph (graph reads Microsoft Graph alerts_v2; mde, the Defender for Endpoint API, stops working after 1 February 2027)"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Each value one of Graph's `serviceSource` members, spelled as Graph
+    /// spells it (the filter is sent as written: a near miss would match
+    /// nothing, silently).
+    fn service_sources(&mut self, values: &[String]) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, v) in values.iter().enumerate() {
+            let v = v.trim();
+            if GRAPH_SERVICE_SOURCES.contains(&v) {
+                if !out.iter().any(|o| o == v) {
+                    out.push(v.to_owned());
+                }
+                continue;
+            }
+            ok = false;
+            let near = GRAPH_SERVICE_SOURCES
+                .iter()
+                .find(|m| m.eq_ignore_ascii_case(v))
+                .map(|m| format!(" (did you mean {m:?}?)"))
+                .unwrap_or_default();
+            self.problem(
+                "poll.service_sources",
+                format!(
+                    "value {} {v:?} is not one of Graph's serviceSource members{near}: {}",
+                    i + 1,
+                    GRAPH_SERVICE_SOURCES.join(", ")
+                ),
+            );
+        }
+        ok.then_some(out)
     }
 
     /// The tenant's own client id, else `[app]`'s.

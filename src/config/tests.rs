@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::credentials::CREDENTIALS_DIRECTORY;
 use super::layers::ENV_PREFIX;
 use super::*;
+use crate::output::AlertSource;
 use figment::Jail;
 use secrecy::ExposeSecret;
 use std::os::unix::fs::PermissionsExt;
@@ -794,6 +795,127 @@ fn example_config_loads() {
             .iter()
             .all(|t| matches!(t.credential, Credential::Secret(_))));
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        // The example shows both sources: contoso moved to Graph.
+        assert_eq!(tenant(&s, "contoso").source, AlertSource::Graph);
+        assert_eq!(tenant(&s, "fabrikam").source, AlertSource::Mde);
+        Ok(())
+    });
+}
+
+#[test]
+fn graph_token_scope_and_host_follow_the_cloud() {
+    for (cloud, host) in [
+        ("global", "https://graph.microsoft.com"),
+        ("gcc", "https://graph.microsoft.com"),
+        ("gcc-high", "https://graph.microsoft.us"),
+        ("dod", "https://dod-graph.microsoft.us"),
+    ] {
+        jail(|j| {
+            secret_file(j, "secret", SECRET);
+            config(
+                j,
+                &format!(
+                    "cloud = \"{cloud}\"\n[poll]\nsource = \"graph\"\n{}",
+                    minimal()
+                ),
+            );
+            let s = load_ok();
+            let t = tenant(&s, "contoso");
+            assert_eq!(t.source, AlertSource::Graph);
+            assert_eq!(t.graph_url, host, "{cloud}");
+            // The token a Graph tenant asks for is Graph's, not the MDE API's.
+            assert_eq!(
+                t.token_request().scope,
+                format!("{host}/.default"),
+                "{cloud}"
+            );
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn source_is_mde_by_default_and_per_tenant_wins() {
+    jail(|j| {
+        secret_file(j, "secret", SECRET);
+        config(
+            j,
+            &format!(
+                "{}[tenants.fabrikam]\ntenant_id = \"{TENANT_B}\"\nsource = \"graph\"\n\
+                 [endpoints]\ngraph_scope = \"https://graph.example.com/.default\"\n",
+                minimal()
+            ),
+        );
+        let s = load_ok();
+        let mde = tenant(&s, "contoso");
+        assert_eq!(mde.source, AlertSource::Mde);
+        assert_eq!(
+            mde.token_request().scope,
+            "https://api.securitycenter.microsoft.com/.default"
+        );
+        let graph = tenant(&s, "fabrikam");
+        assert_eq!(graph.source, AlertSource::Graph);
+        assert_eq!(
+            graph.token_request().scope,
+            "https://graph.example.com/.default"
+        );
+        assert!(graph.service_sources.is_empty());
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_sources_and_service_sources_name_their_keys() {
+    jail(|j| {
+        secret_file(j, "secret", SECRET);
+        config(
+            j,
+            &format!(
+                "[poll]\nsource = \"xdr\"\nservice_sources = [\"microsoftDefenderForEndpoint\", \"MicrosoftDefenderForOffice365\", \"office\"]\n\
+                 {}[tenants.fabrikam]\ntenant_id = \"{TENANT_B}\"\nsource = \"grpah\"\n",
+                minimal()
+            ),
+        );
+        let e = load_err();
+        assert!(e
+            .problem("poll.source")
+            .unwrap()
+            .message
+            .contains("mde, graph"));
+        assert!(e.problem("tenants.fabrikam.source").is_some(), "{e}");
+        let bad: Vec<&Problem> = e
+            .problems
+            .iter()
+            .filter(|p| p.key == "poll.service_sources")
+            .collect();
+        assert_eq!(bad.len(), 2, "{e}");
+        assert!(
+            bad[0]
+                .message
+                .contains("did you mean \"microsoftDefenderForOffice365\""),
+            "{}",
+            bad[0].message
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn service_sources_are_kept_as_graph_spells_them() {
+    jail(|j| {
+        secret_file(j, "secret", SECRET);
+        config(
+            j,
+            &format!(
+                "[poll]\nsource = \"graph\"\nservice_sources = [\"dataLossPrevention\", \"microsoftDefenderForCloud\"]\n{}",
+                minimal()
+            ),
+        );
+        let s = load_ok();
+        assert_eq!(
+            tenant(&s, "contoso").service_sources,
+            ["dataLossPrevention", "microsoftDefenderForCloud"]
+        );
         Ok(())
     });
 }

@@ -222,19 +222,8 @@ pub async fn audit_tenant(
         repair,
         seen: Mutex::default(),
     });
-    let mut run = Run {
-        env,
-        tenant,
-        cancel,
-        report: PollReport::default(),
-        is_complete: mde_is_complete,
-        cursor: None,
-        body_buf: Vec::new(),
-        out_buf: Vec::new(),
-        audit: Some(Arc::clone(&tally)),
-        warning: None,
-    };
-    let plan = Planner::between(from, Some(to), env.settings.page_size, mde_is_complete);
+    let mut run = Run::new(env, tenant, cancel, None, Some(Arc::clone(&tally)));
+    let plan = Planner::between(from, Some(to), run.top, run.is_complete);
     run.windows(plan).await?;
     let seen = tally.seen.lock().unwrap_or_else(|p| p.into_inner());
     let in_api = seen.len() as u64;
@@ -246,6 +235,22 @@ pub async fn audit_tenant(
         repaired: if repair { missing } else { 0 },
         requests: run.report.requests,
     })
+}
+
+/// Graph's rule: besides the absence of a nextLink (a page that carries one
+/// is withheld before this is asked), a page as long as `$top` is not taken
+/// as proof either, in case something on the way dropped the nextLink.
+pub fn graph_is_complete(a: Answered) -> bool {
+    a.chained || a.count < a.top as usize
+}
+
+/// The `$top` a tenant's reads ask for: `page_size`, or Graph's cap of 1,000
+/// for Graph tenants (one config serves both sources).
+pub fn page_top(source: AlertSource, page_size: u32) -> u32 {
+    match source {
+        AlertSource::Mde => page_size,
+        AlertSource::Graph => page_size.min(crate::api::GRAPH_MAX_TOP),
+    }
 }
 
 /// Polls `tenant` once. The poll is recorded in the store's history whatever
@@ -261,21 +266,10 @@ pub async fn poll_tenant(
     let id = tenant.tenant_id.clone();
     let cursor = blocking(&env.store, move |s| s.cursor(&id)).await?;
 
-    let mut run = Run {
-        env,
-        tenant,
-        cancel,
-        report: PollReport::default(),
-        is_complete: mde_is_complete,
-        cursor: cursor.clone(),
-        body_buf: Vec::new(),
-        out_buf: Vec::new(),
-        audit: None,
-        warning: None,
-    };
+    let mut run = Run::new(env, tenant, cancel, cursor.clone(), None);
     let lower = poll_lower_bound(cursor.as_ref(), started, &env.settings);
     let result = run
-        .windows(Planner::new(lower, env.settings.page_size, mde_is_complete))
+        .windows(Planner::new(lower, run.top, run.is_complete))
         .await;
 
     let mut report = std::mem::take(&mut run.report);
@@ -319,6 +313,9 @@ struct Run<'a> {
     tenant: &'a TenantPoll,
     cancel: &'a CancellationToken,
     report: PollReport,
+    source: AlertSource,
+    /// The `$top` of every read.
+    top: u32,
     /// The source's rule for an answer that holds its whole window.
     is_complete: IsComplete,
     /// The newest lastUpdateTime seen so far (server text, exact ticks).
@@ -333,7 +330,35 @@ struct Run<'a> {
     warning: Option<String>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A run over `tenant`'s source: its `$top` and its completeness rule.
+    fn new(
+        env: &'a PollEnv,
+        tenant: &'a TenantPoll,
+        cancel: &'a CancellationToken,
+        cursor: Option<Cursor>,
+        audit: Option<Arc<AuditTally>>,
+    ) -> Self {
+        let source = tenant.api.source();
+        Run {
+            env,
+            tenant,
+            cancel,
+            report: PollReport::default(),
+            source,
+            top: page_top(source, env.settings.page_size),
+            is_complete: match source {
+                AlertSource::Mde => mde_is_complete,
+                AlertSource::Graph => graph_is_complete,
+            },
+            cursor,
+            body_buf: Vec::new(),
+            out_buf: Vec::new(),
+            audit,
+            warning: None,
+        }
+    }
+
     fn cursor_text(&self) -> Option<String> {
         self.cursor.as_ref().map(|c| c.text.clone())
     }
@@ -514,7 +539,8 @@ impl Run<'_> {
                 env: self.env.clone(),
                 tenant_name: self.tenant.name.clone(),
                 tenant_id: self.tenant.tenant_id.clone(),
-                top: self.env.settings.page_size,
+                source: self.source,
+                top: self.top,
                 is_complete: self.is_complete,
                 accept_full,
                 audit: self.audit.clone(),
@@ -595,6 +621,7 @@ struct PageContext {
     env: PollEnv,
     tenant_name: String,
     tenant_id: String,
+    source: AlertSource,
     /// The `$top` asked for, and the source's rule for a complete answer.
     top: u32,
     is_complete: IsComplete,
@@ -636,6 +663,9 @@ struct AlertKey<'a> {
     id: Option<Cow<'a, str>>,
     #[serde(rename = "lastUpdateTime", borrow, default)]
     last_update: Option<Cow<'a, str>>,
+    /// Graph's name for the same instant: the version time of Graph alerts.
+    #[serde(rename = "lastUpdateDateTime", borrow, default)]
+    last_update_graph: Option<Cow<'a, str>>,
 }
 
 struct Parsed<'a> {
@@ -667,9 +697,11 @@ fn handle_page(
         let id = key
             .id
             .unwrap_or_else(|| Cow::Owned(format!("content-{hash:016x}")));
-        let last_update = key
-            .last_update
-            .and_then(|s| Timestamp::parse(&s).ok().map(|t| (t, s)));
+        let last_update = match ctx.source {
+            AlertSource::Mde => key.last_update,
+            AlertSource::Graph => key.last_update_graph,
+        };
+        let last_update = last_update.and_then(|s| Timestamp::parse(&s).ok().map(|t| (t, s)));
         parsed.push(Parsed {
             raw,
             id,
@@ -682,7 +714,14 @@ fn handle_page(
         top: ctx.top,
         chained: false,
     };
-    if page.next_link.is_none() && !ctx.accept_full && !(ctx.is_complete)(answered) {
+    // Graph pages with nextLinks over live data: an alert updated between
+    // two pages moves, and `$skip`-based links then skip or repeat others.
+    // So a window whose answer has a nextLink is a full page, withheld and
+    // split by time like MDE's, until every window fits one page; only the
+    // pages of a single instant (no narrower window exists) follow links.
+    let graph_full = ctx.source == AlertSource::Graph && page.next_link.is_some();
+    let full = graph_full || (page.next_link.is_none() && !(ctx.is_complete)(answered));
+    if full && !ctx.accept_full {
         let times = parsed
             .iter()
             .filter_map(|p| p.last_update.as_ref().map(|l| l.0));
@@ -710,6 +749,7 @@ fn handle_page(
         .map_err(PageError::Store)?;
 
     let now = Timestamp::now();
+    let graph = ctx.source == AlertSource::Graph;
     let mut emitted_here: HashMap<&str, Version> = HashMap::new();
     let mut versions = Vec::new();
     // From here to the last line, the page holds the sink and its format.
@@ -726,7 +766,19 @@ fn handle_page(
                 hash: k.content_hash,
             })
         });
-        let change = classify(previous, incoming, now).change();
+        // The same version stored in the other API's form (a tenant just
+        // switched from mde to graph, re-reading its lookback): other
+        // content at the same instant, taken once in this form, always,
+        // rather than by the larger-hash rule's coin toss.
+        let other_form = !emitted_here.contains_key(p.id.as_ref())
+            && known
+                .get(p.id.as_ref())
+                .is_some_and(|k| k.from_graph != graph);
+        let class = match previous {
+            Some(prev) if other_form && prev.last_update == incoming.last_update => Class::Update,
+            _ => classify(previous, incoming, now),
+        };
+        let change = class.change();
         if let Some(audit) = &ctx.audit {
             audit.saw(&p.id, incoming, change.is_some());
             if !audit.repair {
@@ -739,7 +791,7 @@ fn handle_page(
         let record = Record {
             timestamp: now,
             change,
-            source: AlertSource::Mde,
+            source: ctx.source,
             tenant_name: &ctx.tenant_name,
             tenant_id: &ctx.tenant_id,
             alert: p.raw,
@@ -755,6 +807,7 @@ fn handle_page(
                 .map_or_else(String::new, |l| l.1.to_string()),
             last_update: incoming.last_update,
             content_hash: p.hash,
+            from_graph: graph,
         });
     }
     writer.finish().map_err(PageError::from)?;

@@ -9,6 +9,7 @@ mod config_errors;
 mod daemon;
 mod faults;
 mod formats;
+mod graph;
 mod hostile;
 mod metrics;
 mod polling;
