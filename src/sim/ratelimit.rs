@@ -43,7 +43,7 @@ impl RateLimiter {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .entry((client_id.to_owned(), tenant_id.to_owned()))
-                .or_insert_with(|| Arc::new(CallBudget::new(self.per_minute, self.per_hour))),
+                .or_insert_with(|| Arc::new(CallBudget::exact(self.per_minute, self.per_hour))),
         );
         budget.try_acquire_at(now).map_err(|wait| {
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
