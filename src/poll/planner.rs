@@ -1,5 +1,5 @@
-//! The window planner: which slices of time to read, decided from what the
-//! reads answered. Pure: no I/O and no clock (the caller passes `now`), so
+//! The window planner: which slice of time to read next, decided from what the
+//! last read answered. Pure: no I/O and no clock (the caller passes `now`), so
 //! any source that filters by time and caps a page with `$top` can drive it.
 //!
 //! A read asks for `[from, to)` with `$top`. Its answer is either *emitted*
@@ -9,40 +9,23 @@
 //! `$top`, for a server that clamps `$top` silently only the absence of a
 //! nextLink — so that rule is a parameter ([`IsComplete`]), not code here.
 //!
-//! Several reads may be in flight at once: [`next`](Planner::next) hands out
-//! reads, each with an id, and [`answer_to`](Planner::answer_to) takes their
-//! answers in any order. Windows never overlap, so each alert is in exactly
-//! one complete window whatever the order.
-//!
 //! What the planner does with an answer:
-//! - withheld: the page is a sample of its window (the API answers in no
-//!   particular order), so its update times say *where* the alerts are. The
-//!   window is cut at the sample's quantiles: first a small probe (1/16 of
-//!   the sample) whose count gives alerts per sample point, then the rest
-//!   into pieces expected to hold ~90 % of a page each. An instant that holds
-//!   half the page is isolated at once; a window one tick wide is read
-//!   instant by instant with `$skip` (the only place `$skip` is used: no
-//!   narrower window exists); a page without usable times is split in two;
+//! - withheld: split the window in two; isolate an instant that holds half the
+//!   page at once; a window one tick wide is read instant by instant with
+//!   `$skip` (the only place `$skip` is used: no narrower window exists);
 //! - emitted after a chain that the rule says may be cut short: split it too
 //!   (what was already emitted is skipped by dedup on the second read);
 //! - complete: remember its density, and cut the next wide window into pieces
 //!   expected to fit a page before asking for it, so a back-fill does not
 //!   fetch (and throw away) a full page at every level of a split.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use crate::timestamp::{Timestamp, TICKS_PER_SECOND};
 
 /// Pages of `$skip` within one instant before the server is taken to ignore
 /// `$skip` (a million alerts at the largest page size: none really exist).
 pub const MAX_INSTANT_PAGES: u32 = 100;
-
-/// The share of a page a piece cut from a sample is expected to hold: the
-/// sample's estimate is good to a few per cent at 10,000 alerts a page.
-const SAMPLE_FILL: f64 = 0.9;
-
-/// The share of the sample a probe covers (its count scales the sample).
-const PROBE_SHARE: usize = 16;
 
 /// A window `[from, to)`; `to = None` is open-ended, so that an alert stamped
 /// by a server clock ahead of ours is not left for a later poll.
@@ -55,8 +38,6 @@ pub struct Window {
 /// One read to make: a filter on the update time, `$top` and `$skip`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Read {
-    /// Names this read in [`Planner::answer_to`].
-    pub id: u64,
     pub from: Timestamp,
     pub to: Option<Timestamp>,
     pub top: u32,
@@ -82,7 +63,7 @@ pub struct Answered {
 pub type IsComplete = fn(Answered) -> bool;
 
 /// What a read answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer {
     /// The page may be a subset of the window: nothing of it was taken.
     Withheld(FullPage),
@@ -91,39 +72,29 @@ pub enum Answer {
 }
 
 /// What a withheld page says about where its alerts are.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FullPage {
     /// Its newest update time.
     pub newest: Option<Timestamp>,
     /// An instant that holds half the page or more.
     pub crowded: Option<Timestamp>,
-    /// Every update time of the page, sorted: a sample of the window.
-    pub times: Vec<Timestamp>,
 }
 
 impl FullPage {
     /// Reads the facts off the update times of a page of `count` alerts
     /// (alerts without a parseable time are counted but not placed).
     pub fn from_times(count: usize, times: impl IntoIterator<Item = Timestamp>) -> Self {
-        let mut times: Vec<Timestamp> = times.into_iter().collect();
-        times.sort_unstable();
-        let newest = times.last().copied();
-        // The longest run of one instant in the sorted times.
-        let mut crowded: Option<(Timestamp, usize)> = None;
-        let mut i = 0;
-        while i < times.len() {
-            let run = times[i..].iter().take_while(|t| **t == times[i]).count();
-            if crowded.is_none_or(|(_, n)| run > n) {
-                crowded = Some((times[i], run));
-            }
-            i += run;
+        let mut per_instant: HashMap<Timestamp, usize> = HashMap::new();
+        for at in times {
+            *per_instant.entry(at).or_default() += 1;
         }
-        let crowded = crowded.filter(|(_, n)| n * 2 >= count).map(|(at, _)| at);
-        FullPage {
-            newest,
-            crowded,
-            times,
-        }
+        let newest = per_instant.keys().max().copied();
+        let crowded = per_instant
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| n * 2 >= count)
+            .map(|(at, _)| at);
+        FullPage { newest, crowded }
     }
 }
 
@@ -132,7 +103,7 @@ impl FullPage {
 pub enum Step {
     /// The window is read; the next read (if any) is another window.
     Complete,
-    /// A window split at `mid` (in two, or at its sample's quantiles).
+    /// A window split in two at `mid`.
     Split { from: Timestamp, mid: Timestamp },
     /// A crowded instant cut out of its window.
     Isolated { at: Timestamp },
@@ -152,14 +123,13 @@ pub enum PlanError {
     SkipIgnored { at: Timestamp, pages: u32 },
 }
 
-/// A read in flight, as it was when it was handed out.
+/// The read in flight, as it was when it was handed out.
 #[derive(Debug, Clone, Copy)]
 enum Asked {
     Window {
         window: Window,
         /// Its width in ticks against the `now` it was planned at.
         width: i64,
-        basis: Option<usize>,
     },
     Instant {
         at: Timestamp,
@@ -169,50 +139,16 @@ enum Asked {
     },
 }
 
-/// A window waiting to be read.
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    window: Window,
-    /// The sample it is cut by.
-    basis: Option<usize>,
-    /// Not handed out until its basis is scaled (while anything is in flight).
-    hold: bool,
-}
-
-/// The sorted update times of a withheld page, and once known how many
-/// alerts of the window one of them stands for.
-#[derive(Debug)]
-struct Basis {
-    times: Vec<Timestamp>,
-    scale: Option<f64>,
-}
-
-impl Basis {
-    /// The index range of the sample's times in `[from, to)`.
-    fn range(&self, from: Timestamp, to: Option<Timestamp>) -> (usize, usize) {
-        let lo = self.times.partition_point(|t| *t < from);
-        let hi = to.map_or(self.times.len(), |to| {
-            self.times.partition_point(|t| *t < to)
-        });
-        (lo, hi.max(lo))
-    }
-}
-
-/// Plans the reads of one poll: [`next`](Self::next) hands out reads,
-/// [`answer_to`](Self::answer_to) takes what they returned.
+/// Plans the reads of one poll: [`next`](Self::next) hands out a read,
+/// [`answer`](Self::answer) takes what it returned.
 #[derive(Debug)]
 pub struct Planner {
     top: u32,
     is_complete: IsComplete,
-    pending: VecDeque<Pending>,
-    /// The next `$skip` pages of instants being paged (one per instant: an
-    /// instant is paged one page after the other).
-    ready: VecDeque<Asked>,
+    pending: VecDeque<Window>,
     /// Alerts per tick in the last complete window, for the pre-cut.
     density: Option<f64>,
-    in_flight: BTreeMap<u64, Asked>,
-    next_id: u64,
-    bases: Vec<Basis>,
+    asked: Option<Asked>,
 }
 
 impl Planner {
@@ -221,19 +157,12 @@ impl Planner {
         Planner {
             top,
             is_complete,
-            pending: VecDeque::from([Pending {
-                window: Window {
-                    from: lower,
-                    to: None,
-                },
-                basis: None,
-                hold: false,
+            pending: VecDeque::from([Window {
+                from: lower,
+                to: None,
             }]),
-            ready: VecDeque::new(),
             density: None,
-            in_flight: BTreeMap::new(),
-            next_id: 0,
-            bases: Vec::new(),
+            asked: None,
         }
     }
 
@@ -246,13 +175,9 @@ impl Planner {
         is_complete: IsComplete,
     ) -> Self {
         let mut plan = Planner::new(lower, top, is_complete);
-        plan.pending = VecDeque::from([Pending {
-            window: Window {
-                from: lower,
-                to: upper,
-            },
-            basis: None,
-            hold: false,
+        plan.pending = VecDeque::from([Window {
+            from: lower,
+            to: upper,
         }]);
         plan
     }
@@ -262,86 +187,30 @@ impl Planner {
         self.top
     }
 
-    /// Reads handed out and not answered yet.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.len()
-    }
-
-    fn issue(&mut self, asked: Asked) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.in_flight.insert(id, asked);
-        id
-    }
-
-    /// The next read, or `None` when nothing can be asked before a read in
-    /// flight is answered — or, with none in flight, when everything from
-    /// `lower` up to `now` has been read.
+    /// The next read, or `None` when everything from `lower` up to `now` has
+    /// been read. Call [`answer`](Self::answer) before asking again.
     pub fn next(&mut self, now: Timestamp) -> Option<Read> {
-        if let Some(asked) = self.ready.pop_front() {
-            let Asked::Instant { at, skip, .. } = asked else {
-                unreachable!("only instants wait in `ready`")
-            };
-            let id = self.issue(asked);
-            return Some(self.instant_read(id, at, skip));
+        if let Some(Asked::Instant { at, skip, .. }) = self.asked {
+            return Some(self.instant_read(at, skip));
         }
-        let mut i = 0;
-        while i < self.pending.len() {
-            let p = self.pending[i];
-            let scale = p.basis.and_then(|b| self.bases[b].scale);
-            if p.hold && scale.is_none() && !self.in_flight.is_empty() {
-                i += 1;
-                continue;
-            }
-            self.pending.remove(i);
-            let Window { from, to } = p.window;
+        while let Some(Window { from, to }) = self.pending.pop_front() {
             let end = to.unwrap_or(now).max(from);
             let width = end.ticks() - from.ticks();
             let page = f64::from(self.top);
-            if let (Some(b), Some(scale)) = (p.basis, scale) {
-                let (lo, hi) = self.bases[b].range(from, to);
-                let expected = scale * (hi - lo) as f64;
-                // No test of `width` here: an open window's width counts
-                // only up to `now`, and its sample may lie past it.
-                if expected > SAMPLE_FILL * page {
-                    let pieces = (expected / (SAMPLE_FILL * page)).ceil() as usize;
-                    let cuts = self.quantile_cut(b, p.window, lo, hi, pieces);
-                    if cuts.len() > 1 {
-                        for (n, w) in cuts.into_iter().enumerate() {
-                            let piece = Pending {
-                                window: w,
-                                basis: Some(b),
-                                hold: false,
-                            };
-                            self.pending.insert(i + n, piece);
-                        }
-                        continue;
-                    }
-                }
-            } else if let Some(d) = self.density {
+            if let Some(d) = self.density {
                 let expected = d * width as f64;
                 if expected > page && width > 1 {
-                    let cuts = self.pre_cut(from, to, end, width, expected);
-                    for (n, w) in cuts.into_iter().enumerate() {
-                        let piece = Pending {
-                            window: w,
-                            basis: None,
-                            hold: false,
-                        };
-                        self.pending.insert(i + n, piece);
-                    }
+                    self.pre_cut(from, to, end, width, expected);
                     // Estimates are guesses: each piece is still checked for fullness.
                     self.density = None;
                     continue;
                 }
             }
-            let id = self.issue(Asked::Window {
-                window: p.window,
+            self.asked = Some(Asked::Window {
+                window: Window { from, to },
                 width,
-                basis: p.basis,
             });
             return Some(Read {
-                id,
                 from,
                 to,
                 top: self.top,
@@ -352,43 +221,15 @@ impl Planner {
         None
     }
 
-    /// Cuts `window` at the quantiles of its sample `times[lo..hi]` into
-    /// `pieces` windows of an equal share of the sample each.
-    fn quantile_cut(
-        &self,
-        b: usize,
-        Window { from, to }: Window,
-        lo: usize,
-        hi: usize,
-        pieces: usize,
-    ) -> Vec<Window> {
-        let times = &self.bases[b].times;
-        let n = hi - lo;
-        let mut cuts = Vec::with_capacity(pieces);
-        let mut a = from;
-        for j in 1..pieces {
-            let t = times[lo + j * n / pieces];
-            if t > a && to.is_none_or(|to| t < to) {
-                cuts.push(Window {
-                    from: a,
-                    to: Some(t),
-                });
-                a = t;
-            }
-        }
-        cuts.push(Window { from: a, to });
-        cuts
-    }
-
     /// Cuts `[from, to)` into pieces expected to hold ~70 % of a page each.
     fn pre_cut(
-        &self,
+        &mut self,
         from: Timestamp,
         to: Option<Timestamp>,
         end: Timestamp,
         width: i64,
         expected: f64,
-    ) -> Vec<Window> {
+    ) {
         let pieces = (expected / (0.7 * f64::from(self.top))).ceil().min(64.0) as i64;
         let step = (width / pieces).max(1);
         let mut cuts: Vec<Window> = Vec::new();
@@ -405,12 +246,13 @@ impl Planner {
             a = b;
         }
         cuts.push(Window { from: a, to });
-        cuts
+        for w in cuts.into_iter().rev() {
+            self.pending.push_front(w);
+        }
     }
 
-    fn instant_read(&self, id: u64, at: Timestamp, skip: u32) -> Read {
+    fn instant_read(&self, at: Timestamp, skip: u32) -> Read {
         Read {
-            id,
             from: at,
             to: Some(Timestamp::from_ticks(at.ticks() + 1)),
             top: self.top,
@@ -419,22 +261,9 @@ impl Planner {
         }
     }
 
-    /// Takes the answer to the one read in flight (the oldest, if several).
+    /// Takes the answer to the read [`next`](Self::next) handed out last.
     pub fn answer(&mut self, answer: Answer, now: Timestamp) -> Result<Step, PlanError> {
-        match self.in_flight.keys().next().copied() {
-            Some(id) => self.answer_to(id, answer, now),
-            None => Ok(Step::Complete),
-        }
-    }
-
-    /// Takes the answer to read `id` handed out by [`next`](Self::next).
-    pub fn answer_to(
-        &mut self,
-        id: u64,
-        answer: Answer,
-        now: Timestamp,
-    ) -> Result<Step, PlanError> {
-        let Some(asked) = self.in_flight.remove(&id) else {
+        let Some(asked) = self.asked.take() else {
             return Ok(Step::Complete);
         };
         match asked {
@@ -458,14 +287,10 @@ impl Planner {
                     return Err(PlanError::SkipIgnored { at, pages });
                 }
                 let skip = skip.saturating_add(self.top);
-                self.ready.push_back(Asked::Instant { at, skip, pages });
+                self.asked = Some(Asked::Instant { at, skip, pages });
                 Ok(Step::NextSkip { at, skip })
             }
-            Asked::Window {
-                window,
-                width,
-                basis,
-            } => match answer {
+            Asked::Window { window, width } => match answer {
                 Answer::Emitted {
                     count,
                     chained: false,
@@ -475,7 +300,6 @@ impl Planner {
                     if width >= TICKS_PER_SECOND {
                         self.density = Some(count as f64 / width as f64);
                     }
-                    self.scale_bases(window, count);
                     Ok(Step::Complete)
                 }
                 Answer::Emitted {
@@ -489,40 +313,20 @@ impl Planner {
                     };
                     if (self.is_complete)(answered) {
                         self.density = Some(count as f64 / width.max(1) as f64);
-                        self.scale_bases(window, count);
                         Ok(Step::Complete)
                     } else {
                         // If `$top` caps the whole chain, a chain adding up
                         // to a full page may hide more: split.
-                        Ok(self.split(window, FullPage::default(), basis, now))
+                        Ok(self.split(window, FullPage::default(), now))
                     }
                 }
-                Answer::Withheld(full) => Ok(self.split(window, full, basis, now)),
+                Answer::Withheld(full) => Ok(self.split(window, full, now)),
             },
         }
     }
 
-    /// A complete window of `count` alerts scales every sample not yet
-    /// scaled that has times in it.
-    fn scale_bases(&mut self, window: Window, count: usize) {
-        for basis in &mut self.bases {
-            if basis.scale.is_none() {
-                let (lo, hi) = basis.range(window.from, window.to);
-                if hi > lo {
-                    basis.scale = Some(count as f64 / (hi - lo) as f64);
-                }
-            }
-        }
-    }
-
     /// The answer was an arbitrary subset of `window`: read it again in parts.
-    fn split(
-        &mut self,
-        Window { from, to }: Window,
-        full: FullPage,
-        parent: Option<usize>,
-        now: Timestamp,
-    ) -> Step {
+    fn split(&mut self, Window { from, to }: Window, full: FullPage, now: Timestamp) -> Step {
         let end = match to {
             Some(to) => to,
             None => {
@@ -532,107 +336,36 @@ impl Planner {
         };
         let width = end.ticks() - from.ticks();
         if width <= 1 {
-            self.ready.push_front(Asked::Instant {
+            self.asked = Some(Asked::Instant {
                 at: from,
                 skip: 0,
                 pages: 0,
             });
             return Step::Instant { at: from };
         }
-        let plain = |window| Pending {
-            window,
-            basis: None,
-            hold: false,
-        };
         if let Some(t) = full.crowded.filter(|t| *t >= from && *t < end) {
             // Half the page shares one instant: isolate it at once rather
             // than halving the window ~30 times to reach it.
             let after = Timestamp::from_ticks(t.ticks() + 1);
             if after < end || to.is_none() {
-                self.pending.push_front(plain(Window { from: after, to }));
+                self.pending.push_front(Window { from: after, to });
             }
-            self.pending.push_front(plain(Window {
+            self.pending.push_front(Window {
                 from: t,
                 to: Some(after),
-            }));
+            });
             if t > from {
-                self.pending.push_front(plain(Window { from, to: Some(t) }));
+                self.pending.push_front(Window { from, to: Some(t) });
             }
             return Step::Isolated { at: t };
         }
-        if let Some(step) = self.sample_split(Window { from, to }, full, parent) {
-            return step;
-        }
         let mid = Timestamp::from_ticks(from.ticks() + width / 2);
-        self.pending.push_front(plain(Window { from: mid, to }));
-        self.pending.push_front(plain(Window {
+        self.pending.push_front(Window { from: mid, to });
+        self.pending.push_front(Window {
             from,
             to: Some(mid),
-        }));
+        });
         Step::Split { from, mid }
-    }
-
-    /// Cuts a window by the sample its withheld page gave: at once if the
-    /// sample it was itself cut by says how many alerts it holds, else a
-    /// probe of 1/16 of the sample first and the rest held until its count
-    /// scales the sample. `None` if the page's times cannot cut the window.
-    fn sample_split(
-        &mut self,
-        window: Window,
-        full: FullPage,
-        parent: Option<usize>,
-    ) -> Option<Step> {
-        let Window { from, to } = window;
-        let mut times = full.times;
-        times.retain(|t| *t >= from && to.is_none_or(|to| *t < to));
-        let n = times.len();
-        if n < 2 {
-            return None;
-        }
-        let probe_at = times[(n / PROBE_SHARE).max(1)..]
-            .iter()
-            .copied()
-            .find(|t| *t > from)?;
-        // The parent sample's estimate of this window, if it had one: the
-        // page was full, so at least a page and likely a bit more.
-        let inherited = parent.and_then(|b| {
-            let basis = &self.bases[b];
-            let (lo, hi) = basis.range(from, to);
-            basis.scale.map(|s| {
-                let estimate = (s * (hi - lo) as f64).max(f64::from(self.top)) * 1.15;
-                estimate / n as f64
-            })
-        });
-        let b = self.bases.len();
-        self.bases.push(Basis {
-            times,
-            scale: inherited,
-        });
-        if inherited.is_some() {
-            self.pending.push_front(Pending {
-                window,
-                basis: Some(b),
-                hold: false,
-            });
-        } else {
-            self.pending.push_front(Pending {
-                window: Window { from: probe_at, to },
-                basis: Some(b),
-                hold: true,
-            });
-            self.pending.push_front(Pending {
-                window: Window {
-                    from,
-                    to: Some(probe_at),
-                },
-                basis: Some(b),
-                hold: false,
-            });
-        }
-        Some(Step::Split {
-            from,
-            mid: probe_at,
-        })
     }
 }
 
@@ -684,7 +417,7 @@ mod tests {
         plan.next(t(1000)).unwrap();
         let full = FullPage {
             newest: Some(t(500)),
-            ..FullPage::default()
+            crowded: None,
         };
         let step = plan.answer(Answer::Withheld(full), t(1000)).unwrap();
         assert_eq!(
@@ -706,7 +439,7 @@ mod tests {
         plan.next(t(100)).unwrap();
         let full = FullPage {
             newest: Some(t(299)),
-            ..FullPage::default()
+            crowded: None,
         };
         let step = plan.answer(Answer::Withheld(full), t(100)).unwrap();
         assert_eq!(
@@ -725,7 +458,6 @@ mod tests {
         let full = FullPage {
             newest: Some(t(700)),
             crowded: Some(t(700)),
-            times: vec![t(700); 10],
         };
         let step = plan.answer(Answer::Withheld(full), t(1000)).unwrap();
         assert_eq!(step, Step::Isolated { at: t(700) });
@@ -791,10 +523,7 @@ mod tests {
         };
         let mut mde = Planner::new(t(0), 10, short_page);
         mde.next(t(100)).unwrap();
-        assert!(matches!(
-            mde.answer(chain.clone(), t(100)),
-            Ok(Step::Split { .. })
-        ));
+        assert!(matches!(mde.answer(chain, t(100)), Ok(Step::Split { .. })));
 
         let mut graph = Planner::new(t(0), 10, no_next_link);
         graph.next(t(100)).unwrap();
@@ -869,61 +598,22 @@ mod tests {
         (hits[start..end].to_vec(), more)
     }
 
-    /// The answer the in-memory server gives to `read`, taking (into `take`)
-    /// whatever of it is emitted.
-    fn serve_read(
-        alerts: &[Alert],
-        read: &Read,
-        top: u32,
-        paging: Paging,
-        rule: IsComplete,
-        take: &mut impl FnMut(&[Alert]),
-    ) -> Answer {
-        let (page, mut more) = serve(alerts, read, 0, paging);
-        let withheld = !more
-            && !read.instant
-            && !rule(Answered {
-                count: page.len(),
-                top,
-                chained: false,
-            });
-        if withheld {
-            let times = page.iter().map(|a| a.version.last_update);
-            return Answer::Withheld(FullPage::from_times(page.len(), times));
-        }
-        take(&page);
-        let chained = more;
-        let mut count = page.len();
-        while more {
-            let (next, again) = serve(alerts, read, count, paging);
-            take(&next);
-            count += next.len();
-            more = again;
-        }
-        Answer::Emitted { count, chained }
-    }
-
     /// Drives a planner against the in-memory server the way `Run` drives it
-    /// against the API: up to `in_flight` reads at once, answered in an order
-    /// drawn from `order`; returns every version emitted, with its class, and
-    /// how many reads were made.
-    #[allow(clippy::too_many_arguments)]
-    fn poll_concurrently(
+    /// against the API; returns every version emitted, with its class.
+    fn poll(
         alerts: &[Alert],
         top: u32,
         paging: Paging,
         rule: IsComplete,
         lower: Timestamp,
         now: Timestamp,
-        in_flight: usize,
-        mut order: u64,
-    ) -> (Vec<(usize, Version, Class)>, usize) {
+    ) -> Vec<(usize, Version, Class)> {
         let mut store: HashMap<usize, Version> = alerts
             .iter()
             .filter_map(|a| a.prior.map(|p| (a.id, p)))
             .collect();
         let mut out = Vec::new();
-        let mut take = |page: &[Alert]| {
+        let mut take = |page: &[Alert], out: &mut Vec<(usize, Version, Class)>| {
             for a in page {
                 let class = classify(store.get(&a.id).copied(), a.version, now);
                 if class != Class::Skip {
@@ -934,98 +624,35 @@ mod tests {
         };
         let mut plan = Planner::new(lower, top, rule);
         let mut reads = 0;
-        let mut flying: Vec<Read> = Vec::new();
-        loop {
-            while flying.len() < in_flight {
-                match plan.next(now) {
-                    Some(read) => flying.push(read),
-                    None => break,
-                }
-            }
-            if flying.is_empty() {
-                break;
-            }
-            assert_eq!(plan.in_flight(), flying.len());
-            // A cheap generator is enough to vary the order of answers.
-            order = order
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            let read = flying.swap_remove((order >> 33) as usize % flying.len());
+        while let Some(read) = plan.next(now) {
             reads += 1;
             assert!(reads < 100_000, "the plan does not end");
-            let answer = serve_read(alerts, &read, top, paging, rule, &mut take);
-            plan.answer_to(read.id, answer, now)
-                .expect("the server honours $skip");
-        }
-        (out, reads)
-    }
-
-    /// The back-fill of the benchmark: 100,000 alerts spread over 20 hours
-    /// of a 24-hour window, in the API's arbitrary order, 10,000 a page.
-    fn back_fill_reads(in_flight: usize, order: u64) -> usize {
-        let s = TICKS_PER_SECOND;
-        let mut x = order | 1;
-        let alerts: Vec<Alert> = (0..100_000)
-            .map(|id| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let at = t(4 * 3600 * s + (x % (20 * 3600 * s as u64)) as i64);
-                Alert {
-                    id,
-                    version: Version {
-                        last_update: at,
-                        hash: id as u64,
-                    },
-                    prior: None,
+            let (page, mut more) = serve(alerts, &read, 0, paging);
+            let withheld = !more
+                && !read.instant
+                && !rule(Answered {
+                    count: page.len(),
+                    top,
+                    chained: false,
+                });
+            let answer = if withheld {
+                let times = page.iter().map(|a| a.version.last_update);
+                Answer::Withheld(FullPage::from_times(page.len(), times))
+            } else {
+                take(&page, &mut out);
+                let chained = more;
+                let mut count = page.len();
+                while more {
+                    let (next, again) = serve(alerts, &read, count, paging);
+                    take(&next, &mut out);
+                    count += next.len();
+                    more = again;
                 }
-            })
-            .collect();
-        let (out, reads) = poll_concurrently(
-            &alerts,
-            10_000,
-            Paging::Top,
-            short_page,
-            t(0),
-            t(24 * 3600 * s),
-            in_flight,
-            order,
-        );
-        assert_eq!(out.len(), alerts.len(), "every alert once");
-        reads
-    }
-
-    #[test]
-    fn a_back_fill_cut_by_its_first_page_takes_at_most_a_quarter_more_reads_than_pages() {
-        // The minimum is ⌈100,000 / 10,000⌉ + 1 = 11 (one full page to learn
-        // that the window is full); the target is 1.25 × that.
-        for (in_flight, order) in [(1, 7), (4, 99), (8, 12_345)] {
-            let reads = back_fill_reads(in_flight, order);
-            assert!(reads <= 13, "{reads} reads with {in_flight} in flight");
+                Answer::Emitted { count, chained }
+            };
+            plan.answer(answer, now).expect("the server honours $skip");
         }
-    }
-
-    #[test]
-    fn reads_wait_for_the_probe_that_scales_their_sample() {
-        let mut plan = Planner::new(t(0), 10, short_page);
-        let first = plan.next(t(1000)).unwrap();
-        let times: Vec<Timestamp> = (0..10).map(|i| t(i * 100)).collect();
-        let full = FullPage::from_times(10, times);
-        plan.answer_to(first.id, Answer::Withheld(full), t(1000))
-            .unwrap();
-        let probe = plan.next(t(1000)).unwrap();
-        assert_eq!(window(probe), (0, Some(100)));
-        // The rest waits: its cut depends on the probe's count.
-        assert_eq!(plan.next(t(1000)), None);
-        // One of the sample's ten times stood for 3 alerts: ~30 in the rest
-        // of the window, cut into pieces of ≤ 90 % of a page (nine of the
-        // ten times are left: ⌈27 / 9⌉ = 3 pieces at the sample's thirds).
-        plan.answer_to(probe.id, emitted(3), t(1000)).unwrap();
-        let mut reads = Vec::new();
-        while let Some(read) = plan.next(t(1000)) {
-            reads.push(window(read));
-        }
-        assert_eq!(reads, [(100, Some(400)), (400, Some(700)), (700, None)]);
+        out
     }
 
     /// Alert times as small offsets (so that instants repeat) times a scale
@@ -1079,8 +706,8 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
 
-        /// For any multiset of alert times, page size, server order, paging,
-        /// number of reads in flight and order of their answers, the planned reads emit every version the store lacks
+        /// For any multiset of alert times, page size, server order and
+        /// paging, the planned reads emit every version the store lacks
         /// exactly once, classified against what the store held, and never
         /// one it already has.
         #[test]
@@ -1089,15 +716,11 @@ mod tests {
             top in 2u32..25,
             (paging, mde_rule) in paging(),
             now_offset in 0i64..2000,
-            in_flight in 1usize..5,
-            order in any::<u64>(),
         ) {
             let rule: IsComplete = if mde_rule { short_page } else { no_next_link };
             // Some alerts lie ahead of `now` (a server clock ahead of ours).
             let now = t(1_000_000 + now_offset * scale);
-            let (out, _) = poll_concurrently(
-                &alerts, top, paging, rule, t(1_000_000), now, in_flight, order,
-            );
+            let out = poll(&alerts, top, paging, rule, t(1_000_000), now);
 
             let mut seen: HashMap<usize, (Version, Class)> = HashMap::new();
             for (id, version, class) in &out {
