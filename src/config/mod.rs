@@ -24,7 +24,7 @@ mod credentials;
 mod layers;
 mod raw;
 mod settings;
-mod tenants;
+pub(crate) mod tenants;
 
 use std::path::{Path, PathBuf};
 

@@ -3,6 +3,7 @@
 //! the alerts only Graph has (the other Defender products), updates to them,
 //! the evolvable enums masked as `unknownFutureValue`, and Graph's error body.
 
+use crate::config::tenants::GRAPH_SERVICE_SOURCES;
 use std::sync::Arc;
 
 use rand::seq::SliceRandom;
@@ -49,23 +50,16 @@ impl ServiceSource {
     }
 }
 
-/// Every member of `microsoft.graph.security.serviceSource`, in Graph's order:
-/// those after `unknownFutureValue` are evolvable.
-pub(crate) const SERVICE_SOURCE_MEMBERS: &[&str] = &[
-    "unknown",
-    "microsoftDefenderForEndpoint",
-    "microsoftDefenderForIdentity",
-    "microsoftDefenderForCloudApps",
-    "microsoftDefenderForOffice365",
-    "microsoft365Defender",
-    "azureAdIdentityProtection",
-    "microsoftAppGovernance",
-    "dataLossPrevention",
-    "unknownFutureValue",
-    "microsoftDefenderForCloud",
-    "microsoftSentinel",
-    "microsoftInsiderRiskManagement",
-];
+/// The first member of `microsoft.graph.security.serviceSource` after
+/// `unknownFutureValue`: it and those after it (in the config's list, which
+/// keeps Graph's order) are evolvable.
+const FIRST_EVOLVABLE_SERVICE_SOURCE: &str = "microsoftDefenderForCloud";
+
+/// Whether Graph's serviceSource enumeration has `v`: the products the
+/// config accepts, plus the two sentinel members.
+pub(crate) fn is_service_source(v: &str) -> bool {
+    matches!(v, "unknown" | "unknownFutureValue") || GRAPH_SERVICE_SOURCES.contains(&v)
+}
 
 /// The `detectionSource` members after `unknownFutureValue` (evolvable).
 const EVOLVABLE_DETECTION_SOURCES: &[&str] = &[
@@ -90,10 +84,10 @@ const EVOLVABLE_DETECTION_SOURCES: &[&str] = &[
 ];
 
 fn evolvable_service_source(v: &str) -> bool {
-    SERVICE_SOURCE_MEMBERS
-        .iter()
-        .position(|m| *m == v)
-        .is_some_and(|i| i > 9)
+    let at = |m: &str| GRAPH_SERVICE_SOURCES.iter().position(|s| *s == m);
+    at(v)
+        .zip(at(FIRST_EVOLVABLE_SERVICE_SOURCE))
+        .is_some_and(|(i, first)| i >= first)
 }
 
 pub(crate) const ODATA_CONTEXT: &str =

@@ -285,7 +285,7 @@ impl Parser {
                 "serviceSource takes a single-quoted string, not {value}"
             )));
         };
-        if !super::graph::SERVICE_SOURCE_MEMBERS.contains(&inner) {
+        if !super::graph::is_service_source(inner) {
             return Err(FilterError(format!(
                 "The string '{inner}' is not a valid enumeration type constant for \
                  microsoft.graph.security.serviceSource."
