@@ -21,11 +21,11 @@ use crate::timestamp::Timestamp;
 
 /// Graph's cap on `$top` (API-NOTES, "Paging"): a larger `page_size` is
 /// asked as this for Graph tenants.
-pub const GRAPH_MAX_TOP: u32 = 1000;
+pub(crate) const GRAPH_MAX_TOP: u32 = 1000;
 
 /// Sent on every Graph request: without it, newer members of evolvable enums
 /// (`serviceSource` `microsoftDefenderForCloud`, …) arrive as `unknownFutureValue`.
-pub const GRAPH_PREFER: &str = "include-unknown-enum-members";
+pub(crate) const GRAPH_PREFER: &str = "include-unknown-enum-members";
 
 /// Retries of one request within one poll (beyond the first try).
 const MAX_RETRIES: u32 = 5;
@@ -39,7 +39,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What to ask for: a half-open `lastUpdateTime` window and a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Query {
+pub(crate) struct Query {
     /// `lastUpdateTime ge from`.
     pub from: Timestamp,
     /// `lastUpdateTime lt to`, or no upper bound.
@@ -52,7 +52,7 @@ pub struct Query {
 impl Query {
     /// The OData `$filter`. `ge` (not `gt`) on the lower bound because several
     /// alerts can share one 100 ns instant; dedup drops the re-read ones.
-    pub fn filter(&self) -> String {
+    pub(crate) fn filter(&self) -> String {
         match self.to {
             Some(to) => format!(
                 "lastUpdateTime ge {} and lastUpdateTime lt {}",
@@ -64,7 +64,7 @@ impl Query {
 
     /// The `$filter` of Graph's `alerts_v2`: the same half-open window on
     /// `lastUpdateDateTime`, and the products asked for, if any.
-    pub fn graph_filter(&self, service_sources: &[String]) -> String {
+    pub(crate) fn graph_filter(&self, service_sources: &[String]) -> String {
         let mut f = match self.to {
             Some(to) => format!(
                 "lastUpdateDateTime ge {} and lastUpdateDateTime lt {}",
@@ -127,13 +127,13 @@ fn encode(value: &str) -> String {
 /// One HTTP answer's body, kept as bytes so that alerts can be borrowed from
 /// it without a copy. Its buffer goes back to the caller for the next page.
 #[derive(Debug)]
-pub struct PageBody {
+pub(crate) struct PageBody {
     bytes: Vec<u8>,
 }
 
 /// A parsed page: the alerts as raw JSON borrowed from the body.
 #[derive(Debug, Deserialize)]
-pub struct Page<'a> {
+pub(crate) struct Page<'a> {
     #[serde(borrow)]
     pub value: Vec<&'a RawValue>,
     #[serde(rename = "@odata.nextLink", default)]
@@ -141,18 +141,18 @@ pub struct Page<'a> {
 }
 
 impl PageBody {
-    pub fn parse(&self) -> Result<Page<'_>, serde_json::Error> {
+    pub(crate) fn parse(&self) -> Result<Page<'_>, serde_json::Error> {
         serde_json::from_slice(&self.bytes)
     }
 
-    pub fn len_bytes(&self) -> usize {
+    pub(crate) fn len_bytes(&self) -> usize {
         self.bytes.len()
     }
 
     /// The buffer, to read the next page into: a poll reuses one ~12 MB
     /// buffer instead of allocating one per page, which glibc would keep
     /// around in a different arena per thread.
-    pub fn into_buffer(self) -> Vec<u8> {
+    pub(crate) fn into_buffer(self) -> Vec<u8> {
         self.bytes
     }
 }
@@ -202,7 +202,7 @@ pub enum ApiError {
 impl ApiError {
     /// Worth another try within the same poll. Token errors are not: the
     /// token source has already retried the transient ones.
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(
             self,
             ApiError::Throttled { .. }
@@ -214,7 +214,7 @@ impl ApiError {
 
     /// Retrying will not help until someone changes something: a missing
     /// role, a query the API refuses, a host that is not the API's.
-    pub fn needs_operator(&self) -> bool {
+    pub(crate) fn needs_operator(&self) -> bool {
         match self {
             ApiError::Auth(e) => e.is_persistent(),
             ApiError::Forbidden { .. }
@@ -227,7 +227,7 @@ impl ApiError {
     }
 
     /// A few words for `STATUS=` and `status`: "role missing (HTTP 403)".
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             ApiError::Auth(e) => e.summary(),
             ApiError::Unauthorized { .. } => "token refused by the API (HTTP 401)".to_owned(),
@@ -247,7 +247,7 @@ impl ApiError {
     }
 
     /// The operator's next step, written to be printed under the error.
-    pub fn hint(&self) -> &'static str {
+    pub(crate) fn hint(&self) -> &'static str {
         match self {
             ApiError::Auth(e) => e.hint(),
             ApiError::Unauthorized { .. } => {
@@ -290,7 +290,7 @@ impl ApiError {
 
 /// The alerts API as one tenant sees it.
 #[derive(Debug)]
-pub struct AlertsApi {
+pub(crate) struct AlertsApi {
     http: reqwest::Client,
     base: String,
     tokens: Arc<TokenSource>,
@@ -301,7 +301,7 @@ pub struct AlertsApi {
 }
 
 impl AlertsApi {
-    pub fn new(
+    pub(crate) fn new(
         http: reqwest::Client,
         api_url: &str,
         tokens: Arc<TokenSource>,
@@ -319,7 +319,7 @@ impl AlertsApi {
 
     /// Microsoft Graph's `alerts_v2` at `graph_url`; `tokens` must be for the
     /// Graph scope and `budget` Graph's own (150 calls a minute).
-    pub fn graph(
+    pub(crate) fn graph(
         http: reqwest::Client,
         graph_url: &str,
         tokens: Arc<TokenSource>,
@@ -334,29 +334,29 @@ impl AlertsApi {
     }
 
     /// Which API this is.
-    pub fn source(&self) -> AlertSource {
+    pub(crate) fn source(&self) -> AlertSource {
         self.source
     }
 
     /// The token source this API authenticates with (`check` asks it for a
     /// fresh token to read its claims).
-    pub fn tokens(&self) -> &TokenSource {
+    pub(crate) fn tokens(&self) -> &TokenSource {
         &self.tokens
     }
 
     /// Calls the tenant's budget still allows: (this minute, this hour).
-    pub fn budget_left(&self) -> (usize, usize) {
+    pub(crate) fn budget_left(&self) -> (usize, usize) {
         self.budget.left()
     }
 
     /// How long the server's last `Retry-After` still forbids calls.
-    pub fn blocked_for(&self) -> Option<Duration> {
+    pub(crate) fn blocked_for(&self) -> Option<Duration> {
         self.budget.blocked_for()
     }
 
     /// One page, retried within bounds; `cancel` abandons a request in flight
     /// (nothing has been written for it yet, so nothing is half done).
-    pub async fn fetch(
+    pub(crate) async fn fetch(
         &self,
         query: &Query,
         cancel: &CancellationToken,
@@ -365,7 +365,7 @@ impl AlertsApi {
     }
 
     /// [`fetch`](Self::fetch), reading the body into `buf`.
-    pub async fn fetch_into(
+    pub(crate) async fn fetch_into(
         &self,
         query: &Query,
         cancel: &CancellationToken,
@@ -384,7 +384,7 @@ impl AlertsApi {
 
     /// Follows an `@odata.nextLink`, which must point at the same API host: the
     /// bearer token is never sent anywhere else.
-    pub async fn fetch_link(
+    pub(crate) async fn fetch_link(
         &self,
         link: &str,
         cancel: &CancellationToken,
@@ -406,7 +406,7 @@ impl AlertsApi {
     }
 
     /// Whether `link` points at this API (and so may carry the token).
-    pub fn owns_link(&self, link: &str) -> bool {
+    pub(crate) fn owns_link(&self, link: &str) -> bool {
         link.strip_prefix(&self.base)
             .is_some_and(|rest| rest.starts_with('/'))
     }
@@ -575,7 +575,7 @@ fn names_retirement(message: &str) -> bool {
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date (RFC 9110 §10.2.3).
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

@@ -33,7 +33,7 @@ use crate::timestamp::Timestamp;
 /// The range one audit of one tenant compares, and why it is narrower than
 /// asked (each note names the setting that clamped it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Range {
+pub(crate) struct Range {
     pub from: Timestamp,
     pub to: Timestamp,
     pub clamped: Vec<String>,
@@ -41,7 +41,7 @@ pub struct Range {
 
 /// The range to audit for `tenant_id`, or `None` when it was never polled
 /// (its first poll reads `first_lookback`: there is nothing to compare yet).
-pub fn range(
+pub(crate) fn range(
     store: &Store,
     tenant_id: &str,
     since: Duration,
@@ -89,7 +89,7 @@ pub struct Options {
 
 /// One tenant's audit, as the table and `--json` show it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct TenantAudit {
+pub(crate) struct TenantAudit {
     pub tenant: String,
     pub tenant_id: String,
     /// The range compared (`null` when the tenant was never polled).
@@ -129,7 +129,7 @@ impl TenantAudit {
     }
 
     /// Nothing missing, or everything missing repaired, and no failure.
-    pub fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.error.is_none() && self.missing == self.repaired
     }
 
@@ -149,7 +149,7 @@ const SHARED_BUDGET_DIVISOR: usize = 2;
 /// `mde-poller audit`. Without `repair` the store is opened read-only and no
 /// lock is taken, so it runs beside the daemon and disturbs nothing; with
 /// `repair` it needs the store to itself (the caller holds the store lock).
-pub async fn command(
+pub(crate) async fn command(
     settings: &Settings,
     opts: &Options,
     cancel: CancellationToken,
@@ -227,14 +227,7 @@ pub async fn command(
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.expect("never closed");
             let mut row = TenantAudit::new(&tenant.name, &tenant.tenant_id);
-            let poll = match crate::scheduler::tenant_poll(&http, &tenant, budget) {
-                Ok(p) => p,
-                Err(e) => {
-                    row.error = Some(e.to_string());
-                    row.hint = Some(e.hint().to_owned());
-                    return row;
-                }
-            };
+            let poll = crate::scheduler::tenant_poll(&http, &tenant, budget);
             audit_one(&env, &poll, since, retention, repair, &cancel, &mut row).await;
             row
         });
@@ -318,7 +311,7 @@ async fn audit_one(
 
 /// The daemon's self-audit of one tenant, over `window`, repairing what is
 /// missing; logs `audit_finished` (or `audit_failed`) and sets the metric.
-pub async fn self_audit(
+pub(crate) async fn self_audit(
     env: &PollEnv,
     tenant: &TenantPoll,
     window: Duration,
@@ -360,7 +353,7 @@ pub async fn run(
 }
 
 /// What `audit` prints: a table for people, or one JSON array.
-pub fn report(rows: &[TenantAudit], json: bool) -> String {
+pub(crate) fn report(rows: &[TenantAudit], json: bool) -> String {
     if json {
         return serde_json::to_string_pretty(rows).expect("plain data serializes") + "\n";
     }

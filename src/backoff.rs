@@ -10,14 +10,14 @@ use std::time::Duration;
 use rand::Rng;
 
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     base: Duration,
     cap: Duration,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(base: Duration, cap: Duration) -> Self {
+    pub(crate) fn new(base: Duration, cap: Duration) -> Self {
         Backoff {
             base,
             cap,
@@ -27,30 +27,31 @@ impl Backoff {
 
     /// Retries of one request inside one poll: short, so a poll that cannot
     /// succeed fails in seconds and the next poll tries again.
-    pub fn for_requests() -> Self {
+    pub(crate) fn for_requests() -> Self {
         Self::new(Duration::from_millis(200), Duration::from_secs(10))
     }
 
     /// How many delays have been handed out.
-    pub fn attempts(&self) -> u32 {
+    pub(crate) fn attempts(&self) -> u32 {
         self.attempt
     }
 
     /// The upper bound of the next delay: `base · 2^attempt`, at most `cap`.
-    pub fn ceiling(&self) -> Duration {
+    pub(crate) fn ceiling(&self) -> Duration {
         let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
         self.base.saturating_mul(factor).min(self.cap)
     }
 
     /// The next delay, drawn uniformly in `[0, ceiling]`.
-    pub fn next_delay(&mut self) -> Duration {
+    pub(crate) fn next_delay(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let nanos = ceiling.as_nanos().min(u64::MAX as u128) as u64;
         Duration::from_nanos(rand::thread_rng().gen_range(0..=nanos))
     }
 
-    pub fn reset(&mut self) {
+    #[cfg(test)]
+    pub(crate) fn reset(&mut self) {
         self.attempt = 0;
     }
 }

@@ -40,7 +40,7 @@ pub struct CheckResult {
 }
 
 /// What `check` and start-up say once for each tenant still on `mde`.
-pub const MDE_RETIREMENT_NOTICE: &str = "the Defender for Endpoint API stops working after 1 February 2027 (Microsoft MC1220762): add Microsoft Graph → Application permissions → SecurityAlert.Read.All to the app, have the customer consent again (mde-poller consent-url), then set source = \"graph\" for this tenant; its cursor is kept (README: \"Moving to Microsoft Graph before 1 February 2027\")";
+pub(crate) const MDE_RETIREMENT_NOTICE: &str = "the Defender for Endpoint API stops working after 1 February 2027 (Microsoft MC1220762): add Microsoft Graph → Application permissions → SecurityAlert.Read.All to the app, have the customer consent again (mde-poller consent-url), then set source = \"graph\" for this tenant; its cursor is kept (README: \"Moving to Microsoft Graph before 1 February 2027\")";
 
 fn notice_for(t: &TenantSettings) -> Option<String> {
     (t.source == AlertSource::Mde).then(|| MDE_RETIREMENT_NOTICE.to_owned())
@@ -151,10 +151,7 @@ fn verify_claims(claims: &Claims, t: &TenantSettings) -> Result<(), ClaimsProble
 
 async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
     // The same poller `run` and `once` build, so `check` tries what they use.
-    let poll = match scheduler::tenant_poll(&http, &t, Arc::new(CallBudget::default())) {
-        Ok(p) => p,
-        Err(e) => return CheckResult::failed(&t, "token", e.to_string(), e.hint(), vec![]),
-    };
+    let poll = scheduler::tenant_poll(&http, &t, Arc::new(CallBudget::default()));
     let token = match poll.api.tokens().fetch_fresh().await {
         Ok(tok) => tok,
         Err(e) => return CheckResult::failed(&t, "token", e.to_string(), e.hint(), vec![]),
@@ -268,7 +265,7 @@ pub fn consent_report(settings: &Settings) -> anyhow::Result<String> {
 }
 
 /// The admin-consent link(s): one per distinct app and login host.
-pub fn consent_urls(settings: &Settings) -> Vec<(String, String)> {
+pub(crate) fn consent_urls(settings: &Settings) -> Vec<(String, String)> {
     let mut seen = std::collections::BTreeMap::new();
     for t in &settings.tenants {
         let url = format!(
@@ -303,13 +300,13 @@ pub struct StatusRow {
     pub next_poll: Option<String>,
     /// Calls to the alerts API left in the tenant's budget, from the calls
     /// finished polls recorded (a poll still running is not counted yet).
-    pub budget_left: BudgetLeft,
+    pub(crate) budget_left: BudgetLeft,
     /// The last audit's result; `null` until one ran.
-    pub last_audit: Option<AuditRow>,
+    pub(crate) last_audit: Option<AuditRow>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct BudgetLeft {
+pub(crate) struct BudgetLeft {
     /// Of 100 in the last minute.
     pub minute: u64,
     /// Of 1,500 in the last hour.
@@ -317,7 +314,7 @@ pub struct BudgetLeft {
 }
 
 #[derive(Debug, Serialize)]
-pub struct AuditRow {
+pub(crate) struct AuditRow {
     pub ended: String,
     pub since: String,
     pub in_api: u64,

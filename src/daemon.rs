@@ -214,7 +214,7 @@ fn spawn_pruning(env: PollEnv, retention: Duration, cancel: CancellationToken) {
 
 /// Said once at start-up: each tenant still on the MDE API (it stops after
 /// 1 February 2027), and a `page_size` Graph tenants cannot use as it is.
-pub fn source_notices(settings: &Settings) {
+pub(crate) fn source_notices(settings: &Settings) {
     use crate::output::AlertSource;
     let mut graph = 0;
     for t in settings.enabled_tenants() {

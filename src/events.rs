@@ -23,24 +23,24 @@ use crate::timestamp::Timestamp;
 
 // ---- The daemon's life --------------------------------------------------
 
-pub fn daemon_started(tenants: usize, config: &Path) {
+pub(crate) fn daemon_started(tenants: usize, config: &Path) {
     tracing::info!(event = "daemon_started", tenants, config = %config.display(), "polling");
 }
 
-pub fn daemon_stopping() {
+pub(crate) fn daemon_stopping() {
     tracing::info!(
         event = "daemon_stopping",
         "stopping: no new polls; finishing the pages in flight"
     );
 }
 
-pub fn daemon_stopped() {
+pub(crate) fn daemon_stopped() {
     tracing::info!(event = "daemon_stopped", "stopped");
 }
 
 /// Start-up, once per tenant still reading the MDE API: it stops working
 /// after 1 February 2027. WARN: nothing fails yet, but someone must act.
-pub fn mde_retirement_notice(tenant: &str) {
+pub(crate) fn mde_retirement_notice(tenant: &str) {
     tracing::warn!(
         event = "mde_retirement_notice",
         tenant,
@@ -51,7 +51,7 @@ pub fn mde_retirement_notice(tenant: &str) {
 
 /// Start-up, once: `page_size` is above Graph's cap, so Graph tenants ask
 /// for 1,000 a page (not an error: one config serves both sources).
-pub fn graph_page_size_clamped(page_size: u32, top: u32, tenants: usize) {
+pub(crate) fn graph_page_size_clamped(page_size: u32, top: u32, tenants: usize) {
     tracing::info!(
         event = "graph_page_size_clamped",
         page_size,
@@ -61,7 +61,8 @@ pub fn graph_page_size_clamped(page_size: u32, top: u32, tenants: usize) {
     );
 }
 
-pub fn demo_started(simulator: &str, config: &Path) {
+#[cfg(feature = "sim")]
+pub(crate) fn demo_started(simulator: &str, config: &Path) {
     tracing::info!(event = "demo_started", simulator, config = %config.display(), "demo: the simulator serves 4 tenants; fabrikam never consented, tailspin is read through Microsoft Graph");
 }
 
@@ -70,7 +71,7 @@ pub fn fatal(error: &anyhow::Error) {
     tracing::error!(event = "fatal", error = format!("{error:#}"), "stopping");
 }
 
-pub fn shutdown_timeout(grace: Duration) {
+pub(crate) fn shutdown_timeout(grace: Duration) {
     tracing::warn!(
         event = "shutdown_timeout",
         grace_ms = grace.as_millis() as u64,
@@ -79,7 +80,7 @@ pub fn shutdown_timeout(grace: Duration) {
 }
 
 /// The scheduler's heartbeat stopped: systemd's watchdog will restart us.
-pub fn scheduler_stalled(since_ms: u64) {
+pub(crate) fn scheduler_stalled(since_ms: u64) {
     tracing::error!(
         event = "scheduler_stalled",
         since_ms,
@@ -87,12 +88,12 @@ pub fn scheduler_stalled(since_ms: u64) {
     );
 }
 
-pub fn metrics_listening(address: &impl Display) {
+pub(crate) fn metrics_listening(address: &impl Display) {
     tracing::info!(event = "metrics_listening", address = %address, "serving /metrics and /healthz");
 }
 
 /// `[metrics] listen` names an address other hosts can reach.
-pub fn metrics_exposed(address: &impl Display) {
+pub(crate) fn metrics_exposed(address: &impl Display) {
     tracing::warn!(
         event = "metrics_exposed",
         address = %address,
@@ -100,26 +101,26 @@ pub fn metrics_exposed(address: &impl Display) {
     );
 }
 
-pub fn sd_notify_failed(error: &impl Display) {
+pub(crate) fn sd_notify_failed(error: &impl Display) {
     tracing::debug!(event = "sd_notify_failed", error = %error, "sd_notify failed");
 }
 
 // ---- Configuration and reload -------------------------------------------
 
 /// The warning's own words are the message: each names its key.
-pub fn config_warning(warning: &impl Display) {
+pub(crate) fn config_warning(warning: &impl Display) {
     tracing::warn!(event = "config_warning", "{warning}");
 }
 
-pub fn reload_failed(error: &impl Display) {
+pub(crate) fn reload_failed(error: &impl Display) {
     tracing::error!(event = "reload_failed", error = %error, "the new config is not applied; the running config stays in force");
 }
 
-pub fn reloaded(tenants: usize) {
+pub(crate) fn reloaded(tenants: usize) {
     tracing::info!(event = "reloaded", tenants, "config reloaded");
 }
 
-pub fn restart_needed(key: &'static str) {
+pub(crate) fn restart_needed(key: &'static str) {
     tracing::warn!(
         event = "restart_needed",
         key,
@@ -127,13 +128,13 @@ pub fn restart_needed(key: &'static str) {
     );
 }
 
-pub fn log_level_unchanged(error: &impl Display) {
+pub(crate) fn log_level_unchanged(error: &impl Display) {
     tracing::warn!(event = "log_level_unchanged", error = %error, "could not change the log level");
 }
 
 /// `[poll]` changed: every tenant's schedule restarts with it (one line, not
 /// one `tenant_added` per tenant).
-pub fn poll_settings_changed(tenants: usize) {
+pub(crate) fn poll_settings_changed(tenants: usize) {
     tracing::info!(
         event = "poll_settings_changed",
         tenants,
@@ -143,19 +144,19 @@ pub fn poll_settings_changed(tenants: usize) {
 
 // ---- Output and store ---------------------------------------------------
 
-pub fn output_changed(target: &impl Debug) {
+pub(crate) fn output_changed(target: &impl Debug) {
     tracing::info!(event = "output_changed", target = ?target, "output changed");
 }
 
-pub fn output_open_failed(error: &impl Display) {
+pub(crate) fn output_open_failed(error: &impl Display) {
     tracing::error!(event = "output_open_failed", error = %error, "cannot open the new output; keeping the old one");
 }
 
-pub fn output_reopen_failed(error: &impl Display) {
+pub(crate) fn output_reopen_failed(error: &impl Display) {
     tracing::error!(event = "output_reopen_failed", error = %error, "cannot reopen the output file; still writing to the old one");
 }
 
-pub fn store_pruned(alerts: usize, polls: usize) {
+pub(crate) fn store_pruned(alerts: usize, polls: usize) {
     tracing::info!(
         event = "store_pruned",
         alerts,
@@ -164,11 +165,11 @@ pub fn store_pruned(alerts: usize, polls: usize) {
     );
 }
 
-pub fn store_prune_failed(error: &impl Display) {
+pub(crate) fn store_prune_failed(error: &impl Display) {
     tracing::warn!(event = "store_prune_failed", error = %error, "pruning failed; will try again");
 }
 
-pub fn store_not_wal(path: &Path, journal_mode: &str) {
+pub(crate) fn store_not_wal(path: &Path, journal_mode: &str) {
     tracing::warn!(
         event = "store_not_wal",
         path = %path.display(),
@@ -179,11 +180,11 @@ pub fn store_not_wal(path: &Path, journal_mode: &str) {
 
 // ---- Tenants: the reload diff -------------------------------------------
 
-pub fn tenant_added(tenant: &str) {
+pub(crate) fn tenant_added(tenant: &str) {
     tracing::info!(event = "tenant_added", tenant, "tenant added");
 }
 
-pub fn tenant_changed(tenant: &str) {
+pub(crate) fn tenant_changed(tenant: &str) {
     tracing::info!(
         event = "tenant_changed",
         tenant,
@@ -191,7 +192,7 @@ pub fn tenant_changed(tenant: &str) {
     );
 }
 
-pub fn tenant_removed(tenant: &str, tenant_id: &str) {
+pub(crate) fn tenant_removed(tenant: &str, tenant_id: &str) {
     tracing::info!(
         event = "tenant_removed",
         tenant,
@@ -202,7 +203,7 @@ pub fn tenant_removed(tenant: &str, tenant_id: &str) {
 
 /// The tenant's credential cannot be loaded; `kept` when it had a working
 /// one that stays in force.
-pub fn tenant_credential_invalid(tenant: &str, error: &AuthError, kept: bool) {
+pub(crate) fn tenant_credential_invalid(tenant: &str, error: &AuthError, kept: bool) {
     if !kept {
         metrics::global().tenant_refused(tenant);
     }
@@ -220,7 +221,7 @@ pub fn tenant_credential_invalid(tenant: &str, error: &AuthError, kept: bool) {
 
 /// A tick that did not poll; `reason` says why, `retry_after_s` when the
 /// API's Retry-After is what holds it.
-pub fn poll_skipped(tenant: &str, reason: &'static str, retry_after_s: Option<u64>) {
+pub(crate) fn poll_skipped(tenant: &str, reason: &'static str, retry_after_s: Option<u64>) {
     tracing::debug!(
         event = "poll_skipped",
         tenant,
@@ -230,7 +231,7 @@ pub fn poll_skipped(tenant: &str, reason: &'static str, retry_after_s: Option<u6
     );
 }
 
-pub fn poll_finished(tenant: &str, report: &PollReport, elapsed_ms: u64) {
+pub(crate) fn poll_finished(tenant: &str, report: &PollReport, elapsed_ms: u64) {
     metrics::global().poll_succeeded(tenant, report.cursor.as_deref(), elapsed_ms);
     tracing::info!(
         event = "poll_finished",
@@ -245,7 +246,7 @@ pub fn poll_finished(tenant: &str, report: &PollReport, elapsed_ms: u64) {
 }
 
 /// ERROR when retrying cannot help until someone acts, WARN otherwise.
-pub fn poll_failed(tenant: &str, error: &PollError, elapsed_ms: u64) {
+pub(crate) fn poll_failed(tenant: &str, error: &PollError, elapsed_ms: u64) {
     metrics::global().poll_failed(tenant, Some(elapsed_ms), false);
     if error.needs_operator() {
         tracing::error!(event = "poll_failed", tenant, error = %error, hint = error.hint(), elapsed_ms, "poll failed; cursor unchanged, the next poll tries again");
@@ -256,15 +257,15 @@ pub fn poll_failed(tenant: &str, error: &PollError, elapsed_ms: u64) {
 
 /// A server that ignores `$skip` in a crowded instant: read once with the
 /// largest `$top`; `note` (also shown by `status`) says what could be read.
-pub fn skip_ignored(tenant: &str, at: Timestamp, count: usize, note: &str) {
+pub(crate) fn skip_ignored(tenant: &str, at: Timestamp, count: usize, note: &str) {
     tracing::warn!(event = "skip_ignored", tenant, at = %at, count, "{note}");
 }
 
-pub fn next_link_refused(tenant: &str, host: &str) {
+pub(crate) fn next_link_refused(tenant: &str, host: &str) {
     tracing::warn!(event = "next_link_refused", tenant, host, "the API sent an @odata.nextLink to another host: not followed (the token goes nowhere else); reading by time windows instead");
 }
 
-pub fn next_link_cycle(tenant: &str, links: usize) {
+pub(crate) fn next_link_cycle(tenant: &str, links: usize) {
     tracing::warn!(
         event = "next_link_cycle",
         tenant,
@@ -273,7 +274,7 @@ pub fn next_link_cycle(tenant: &str, links: usize) {
     );
 }
 
-pub fn next_link_chain_cut(tenant: &str, links: usize) {
+pub(crate) fn next_link_chain_cut(tenant: &str, links: usize) {
     tracing::warn!(
         event = "next_link_chain_cut",
         tenant,
@@ -283,7 +284,7 @@ pub fn next_link_chain_cut(tenant: &str, links: usize) {
 }
 
 /// A token lifetime over a day (a broken or hostile token endpoint).
-pub fn token_lifetime_clamped(lifetime_s: f64) {
+pub(crate) fn token_lifetime_clamped(lifetime_s: f64) {
     tracing::warn!(
         event = "token_lifetime_clamped",
         lifetime_s,
@@ -291,7 +292,7 @@ pub fn token_lifetime_clamped(lifetime_s: f64) {
     );
 }
 
-pub fn poll_abandoned(tenant: &str) {
+pub(crate) fn poll_abandoned(tenant: &str) {
     metrics::global().poll_abandoned();
     tracing::info!(
         event = "poll_abandoned",
@@ -301,7 +302,7 @@ pub fn poll_abandoned(tenant: &str) {
 }
 
 /// A token error only a person can fix; the tenant waits `retry_in`.
-pub fn tenant_auth_failed(tenant: &str, error: &AuthError, retry_in: Duration) {
+pub(crate) fn tenant_auth_failed(tenant: &str, error: &AuthError, retry_in: Duration) {
     metrics::global().poll_failed(tenant, None, true);
     tracing::error!(
         event = "tenant_auth_failed",
@@ -314,17 +315,17 @@ pub fn tenant_auth_failed(tenant: &str, error: &AuthError, retry_in: Duration) {
     );
 }
 
-pub fn window_split(tenant: &str, from: Timestamp, mid: Timestamp) {
+pub(crate) fn window_split(tenant: &str, from: Timestamp, mid: Timestamp) {
     tracing::debug!(event = "window_split", tenant, from = %from, mid = %mid, "full page: window split in two");
 }
 
-pub fn instant_paging(tenant: &str, at: Timestamp) {
+pub(crate) fn instant_paging(tenant: &str, at: Timestamp) {
     tracing::warn!(event = "instant_paging", tenant, at = %at, "one instant holds a full page: paging with $skip");
 }
 
 /// A page that failed in a way worth another try (throttled, a 5xx, a broken
 /// or garbled answer) is fetched again after `delay`.
-pub fn api_retry(tenant: &str, error: &impl Display, attempt: u32, delay: Duration) {
+pub(crate) fn api_retry(tenant: &str, error: &impl Display, attempt: u32, delay: Duration) {
     tracing::warn!(event = "api_retry", tenant, error = %error, attempt, delay_ms = delay.as_millis() as u64, "alerts API page not had; fetching it again");
 }
 
@@ -332,7 +333,7 @@ pub fn api_retry(tenant: &str, error: &impl Display, attempt: u32, delay: Durati
 
 /// One tenant's audit ended: WARN when versions were missing (polling alone
 /// lost them: `lookback` may be too short), INFO otherwise.
-pub fn audit_finished(
+pub(crate) fn audit_finished(
     tenant: &str,
     range: &crate::audit::Range,
     counts: &crate::poll::AuditCounts,
@@ -346,18 +347,18 @@ pub fn audit_finished(
     }
 }
 
-pub fn audit_failed(tenant: &str, error: &PollError) {
+pub(crate) fn audit_failed(tenant: &str, error: &PollError) {
     tracing::warn!(event = "audit_failed", tenant, error = %error, hint = error.hint(), "audit failed; the next one tries again");
 }
 
 /// A due self-audit that waits for a later tick (`reason` says why).
-pub fn audit_deferred(tenant: &str, reason: &'static str) {
+pub(crate) fn audit_deferred(tenant: &str, reason: &'static str) {
     tracing::debug!(event = "audit_deferred", tenant, reason, "audit deferred");
 }
 
 // ---- Tokens ---------------------------------------------------------------
 
-pub fn token_acquired(tenant: &str, expires_in: Duration) {
+pub(crate) fn token_acquired(tenant: &str, expires_in: Duration) {
     tracing::debug!(
         event = "token_acquired",
         tenant,
@@ -366,7 +367,7 @@ pub fn token_acquired(tenant: &str, expires_in: Duration) {
     );
 }
 
-pub fn token_retry(tenant: &str, error: &AuthError, attempt: u32, delay: Duration) {
+pub(crate) fn token_retry(tenant: &str, error: &AuthError, attempt: u32, delay: Duration) {
     tracing::warn!(
         event = "token_retry",
         tenant,
@@ -377,7 +378,7 @@ pub fn token_retry(tenant: &str, error: &AuthError, attempt: u32, delay: Duratio
     );
 }
 
-pub fn token_invalidated(tenant: &str) {
+pub(crate) fn token_invalidated(tenant: &str) {
     tracing::info!(
         event = "token_invalidated",
         tenant,
@@ -390,10 +391,14 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     /// Event name → the levels it is logged at, read from this file: each
-    /// `pub fn` must log exactly the event it is named for.
+    /// event function must log exactly the event it is named for.
     fn events_in_code() -> BTreeMap<String, BTreeSet<String>> {
         let source = include_str!("events.rs");
-        let code = &source[..source.find("#[cfg(test)]").expect("a test module")];
+        let code = &source[..source
+            .find("#[cfg(test)]\nmod tests")
+            .expect("a test module")];
+        // `fatal` is public (main.rs calls it), the rest `pub(crate)`.
+        let code = code.replace("\npub(crate) fn ", "\npub fn ");
         let mut events = BTreeMap::new();
         for function in code.split("\npub fn ").skip(1) {
             let name = &function[..function.find('(').expect("a signature")];

@@ -42,14 +42,14 @@ pub fn client(settings: &HttpSettings, timeout: Duration) -> Result<reqwest::Cli
 /// evidence (the largest page) weigh 23.4 MB, 3.5 KB the largest alert; this
 /// leaves room for real alerts ten times as heavy, and stops a broken server
 /// or proxy (an endless chunked body grew the process to 6 GB) at the limit.
-pub const MAX_RESPONSE: usize = 256 << 20;
+pub(crate) const MAX_RESPONSE: usize = 256 << 20;
 
 /// The most read of one token endpoint answer: a token response is a few KB.
-pub const MAX_TOKEN_RESPONSE: usize = 1 << 20;
+pub(crate) const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 
 /// Why a body could not be read whole.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     Transport(reqwest::Error),
     /// The body (or its `Content-Length`) went past `limit` bytes; what was
     /// read of it is dropped.
@@ -60,7 +60,7 @@ pub enum ReadError {
 
 /// The whole body into `buf` (cleared first), at most `limit` bytes; sized by
 /// `Content-Length` when given, each network chunk dropped once copied.
-pub async fn read_capped(
+pub(crate) async fn read_capped(
     mut response: reqwest::Response,
     buf: &mut Vec<u8>,
     limit: usize,

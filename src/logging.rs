@@ -22,7 +22,7 @@ fn filter(level: &str) -> EnvFilter {
 }
 
 /// Installs the global subscriber. Call once.
-pub fn init(settings: &LogSettings) -> LogHandle {
+pub(crate) fn init(settings: &LogSettings) -> LogHandle {
     let (filter_layer, handle) = reload::Layer::new(filter(&settings.level));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -49,7 +49,7 @@ pub fn init_with_warnings(settings: &Settings) -> LogHandle {
 }
 
 impl LogHandle {
-    pub fn set_level(&self, level: &str) {
+    pub(crate) fn set_level(&self, level: &str) {
         if let Err(e) = self.filter.reload(filter(level)) {
             crate::events::log_level_unchanged(&e);
         }

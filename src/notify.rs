@@ -20,11 +20,11 @@ fn send(states: &[NotifyState]) {
     }
 }
 
-pub fn ready() {
+pub(crate) fn ready() {
     send(&[NotifyState::Ready]);
 }
 
-pub fn reloading() {
+pub(crate) fn reloading() {
     // systemd 253+ wants MONOTONIC_USEC with RELOADING=1 (Type=notify-reload).
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
@@ -32,16 +32,16 @@ pub fn reloading() {
     }
 }
 
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
-pub fn status(text: &str) {
+pub(crate) fn status(text: &str) {
     send(&[NotifyState::Status(text)]);
 }
 
 /// "12 tenants: 11 ok, 1 failing (fabrikam: consent missing (AADSTS700016))".
-pub fn status_line(health: &BTreeMap<String, Health>) -> String {
+pub(crate) fn status_line(health: &BTreeMap<String, Health>) -> String {
     let ok = health.values().filter(|h| **h == Health::Ok).count();
     let failing: Vec<String> = health
         .iter()
@@ -111,7 +111,7 @@ impl SystemdObserver {
     }
 
     /// systemd's `WatchdogSec`, when it set one for us.
-    pub fn watchdog_period() -> Option<Duration> {
+    pub(crate) fn watchdog_period() -> Option<Duration> {
         let mut usec = 0u64;
         (sd_notify::watchdog_enabled(false, &mut usec) && usec > 0)
             .then(|| Duration::from_micros(usec))
@@ -120,7 +120,7 @@ impl SystemdObserver {
     /// Sends `WATCHDOG=1` every half `WatchdogSec`, but only while the
     /// scheduler made progress within the last `WatchdogSec`: a wedged daemon
     /// goes quiet and systemd restarts it.
-    pub fn spawn_watchdog(&self, cancel: CancellationToken) {
+    pub(crate) fn spawn_watchdog(&self, cancel: CancellationToken) {
         let Some(period) = Self::watchdog_period() else {
             return;
         };

@@ -25,13 +25,13 @@ const HOUR: Duration = Duration::from_secs(3600);
 const CLIENT_SLACK: Duration = Duration::from_secs(1);
 
 /// The published limits of the alerts API.
-pub const PER_MINUTE: usize = 100;
-pub const PER_HOUR: usize = 1500;
+pub(crate) const PER_MINUTE: usize = 100;
+pub(crate) const PER_HOUR: usize = 1500;
 
 /// Microsoft Graph's limit for the security API's alerts: 150 calls a
 /// minute per app and tenant (no hourly limit is published; the hour
 /// window is then 60 minutes' worth, i.e. no tighter than the minute).
-pub const GRAPH_PER_MINUTE: usize = 150;
+pub(crate) const GRAPH_PER_MINUTE: usize = 150;
 
 #[derive(Debug)]
 pub struct CallBudget {
@@ -58,13 +58,13 @@ impl Default for CallBudget {
 
 impl CallBudget {
     /// Graph's budget: [`GRAPH_PER_MINUTE`], with `Retry-After` as for MDE.
-    pub fn graph() -> Self {
+    pub(crate) fn graph() -> Self {
         Self::new(GRAPH_PER_MINUTE, GRAPH_PER_MINUTE * 60)
     }
 
     /// A client's budget: the published limits over a minute and an hour,
     /// each window padded by [`CLIENT_SLACK`].
-    pub fn new(per_minute: usize, per_hour: usize) -> Self {
+    pub(crate) fn new(per_minute: usize, per_hour: usize) -> Self {
         Self::with_windows(
             (per_minute, MINUTE + CLIENT_SLACK),
             (per_hour, HOUR + CLIENT_SLACK),
@@ -72,7 +72,8 @@ impl CallBudget {
     }
 
     /// The server's own count (the simulator): exactly a minute and an hour.
-    pub fn exact(per_minute: usize, per_hour: usize) -> Self {
+    #[cfg(feature = "sim")]
+    pub(crate) fn exact(per_minute: usize, per_hour: usize) -> Self {
         Self::with_windows((per_minute, MINUTE), (per_hour, HOUR))
     }
 
@@ -89,7 +90,7 @@ impl CallBudget {
 
     /// Waits until a call is allowed, then counts it. Cancel-safe: a call is
     /// only counted when this returns.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         while let Err(wait) = self.try_acquire_at(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
@@ -98,7 +99,7 @@ impl CallBudget {
     /// Counts a call at `now` if the limits allow one, else says how long
     /// until they do (nothing counted). The simulator's server side uses
     /// this too: one implementation of the windows for both ends.
-    pub fn try_acquire_at(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_acquire_at(&self, now: Instant) -> Result<(), Duration> {
         let mut state = self.state.lock().expect("budget lock");
         match self.next_slot(&mut state, now) {
             None => {
@@ -110,7 +111,7 @@ impl CallBudget {
     }
 
     /// Calls the limits still allow now: (in the short window, in the long).
-    pub fn left(&self) -> (usize, usize) {
+    pub(crate) fn left(&self) -> (usize, usize) {
         let now = Instant::now();
         let mut state = self.state.lock().expect("budget lock");
         self.next_slot(&mut state, now);
@@ -131,7 +132,7 @@ impl CallBudget {
     /// Counts calls another process made (read from the store): `last_short`
     /// in the short window and `last_long` in the long one, the ones older
     /// than the short window taken as leaving the long one last.
-    pub fn already_spent(&self, last_short: usize, last_long: usize) {
+    pub(crate) fn already_spent(&self, last_short: usize, last_long: usize) {
         let now = Instant::now();
         let older = now.checked_sub(self.short.1).unwrap_or(now);
         let mut state = self.state.lock().expect("budget lock");
@@ -145,14 +146,14 @@ impl CallBudget {
     }
 
     /// Time left on the server's last `Retry-After`, if any.
-    pub fn blocked_for(&self) -> Option<Duration> {
+    pub(crate) fn blocked_for(&self) -> Option<Duration> {
         let state = self.state.lock().expect("budget lock");
         let now = Instant::now();
         state.blocked_until.filter(|u| *u > now).map(|u| u - now)
     }
 
     /// The server said `Retry-After: d`: no call for `d` from now.
-    pub fn block_for(&self, d: Duration) {
+    pub(crate) fn block_for(&self, d: Duration) {
         let until = Instant::now() + d;
         let mut state = self.state.lock().expect("budget lock");
         state.blocked_until = Some(state.blocked_until.map_or(until, |b| b.max(until)));

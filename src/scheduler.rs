@@ -153,7 +153,7 @@ impl Scheduler {
 
     /// Applies a reloaded config: added tenants start, removed ones stop after
     /// their poll in flight, changed ones restart with the change.
-    pub async fn reload(&mut self, settings: &Settings) -> Result<(), SchedulerError> {
+    pub(crate) async fn reload(&mut self, settings: &Settings) -> Result<(), SchedulerError> {
         // Tenants whose settings (the [http] ones included) did not change
         // keep the client they hold; new and changed ones get this one.
         *self.inner.http.write().expect("http lock") =
@@ -324,14 +324,15 @@ impl Inner {
 
 /// The one way a tenant's poller is built (`run`, `once`, `check` and the
 /// tests): its token source and its alerts API on `http`, counting calls
-/// against `budget`. Fails when the credential cannot be loaded.
+/// against `budget`. Nothing here fails: the credential was loaded and checked
+/// with the config.
 pub fn tenant_poll(
     http: &reqwest::Client,
     tenant: &TenantSettings,
     budget: Arc<CallBudget>,
-) -> Result<TenantPoll, AuthError> {
+) -> TenantPoll {
     // The token request carries the scope of the tenant's source.
-    let tokens = Arc::new(TokenSource::new(http.clone(), tenant)?);
+    let tokens = Arc::new(TokenSource::new(http.clone(), tenant));
     let api = match tenant.source {
         AlertSource::Mde => AlertsApi::new(http.clone(), &tenant.api_url, tokens, budget),
         AlertSource::Graph => AlertsApi::graph(
@@ -342,11 +343,11 @@ pub fn tenant_poll(
             tenant.service_sources.clone(),
         ),
     };
-    Ok(TenantPoll {
+    TenantPoll {
         name: tenant.name.clone(),
         tenant_id: tenant.tenant_id.clone(),
         api,
-    })
+    }
 }
 
 /// A new budget for `source`: Graph counts its calls apart from the MDE
@@ -384,7 +385,7 @@ fn runtime(
             .or_default(),
     );
     Ok(TenantRuntime {
-        poll: tenant_poll(&http, tenant, budget)?,
+        poll: tenant_poll(&http, tenant, budget),
         lock,
         interval,
         auth_pause: Mutex::new(None),
@@ -569,7 +570,7 @@ fn fingerprint(t: &TenantSettings, http: &HttpSettings) -> u64 {
 /// `once`: one scheduler tick for every enabled tenant, without the cron:
 /// the same poller, the same logging, `concurrency` at a time. Returns each
 /// tenant's health afterwards; a tenant `cancel` stopped stays `Pending`.
-pub async fn poll_all_once(
+pub(crate) async fn poll_all_once(
     settings: &Settings,
     env: PollEnv,
     cancel: &CancellationToken,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A slot taken, to be worked in with [`Slot::run`].
-pub struct Slot {
+pub(crate) struct Slot {
     semaphore: Arc<Semaphore>,
     permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
@@ -23,7 +23,7 @@ tokio::task_local! {
 }
 
 /// Waits for a slot of `semaphore`.
-pub async fn take(semaphore: Arc<Semaphore>) -> Slot {
+pub(crate) async fn take(semaphore: Arc<Semaphore>) -> Slot {
     let permit = Arc::clone(&semaphore)
         .acquire_owned()
         .await
@@ -36,20 +36,21 @@ pub async fn take(semaphore: Arc<Semaphore>) -> Slot {
 
 impl Slot {
     /// Runs `work` holding the slot, except while `work` is [`idle`].
-    pub async fn run<F: Future>(self, work: F) -> F::Output {
+    pub(crate) async fn run<F: Future>(self, work: F) -> F::Output {
         SLOT.scope(self, work).await
     }
 }
 
 /// [`take`] then [`Slot::run`].
-pub async fn hold<F: Future>(semaphore: Arc<Semaphore>, work: F) -> F::Output {
+#[cfg(test)]
+pub(crate) async fn hold<F: Future>(semaphore: Arc<Semaphore>, work: F) -> F::Output {
     take(semaphore).await.run(work).await
 }
 
 /// Runs `wait` (a backoff sleep) with the current slot given back, then
 /// queues for a slot again. The semaphore is fair: tenants that were waiting
 /// go first, so a retrying tenant lets every waiting one have its turn.
-pub async fn idle<F: Future>(wait: F) -> F::Output {
+pub(crate) async fn idle<F: Future>(wait: F) -> F::Output {
     let lent = SLOT
         .try_with(|s| {
             let permit = s.permit.lock().expect("slot lock").take();

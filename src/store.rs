@@ -32,7 +32,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Why the store failed. Every message names the database file.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +116,7 @@ pub enum StoreError {
 impl StoreError {
     /// True when the same call may succeed if simply tried again later
     /// (another process held a lock past `busy_timeout`).
-    pub fn is_retryable(&self) -> bool {
+    pub(crate) fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Busy { .. })
     }
 
@@ -153,11 +153,11 @@ impl StoreError {
     }
 }
 
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A tenant's cursor: the newest `lastUpdateTime` it has emitted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
+pub(crate) struct Cursor {
     /// As the server wrote it (1 to 7 fractional digits).
     pub text: String,
     pub at: Timestamp,
@@ -165,7 +165,7 @@ pub struct Cursor {
 
 /// The version of an alert last emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Known {
+pub(crate) struct Known {
     pub last_update: Timestamp,
     pub content_hash: u64,
     /// Read from Microsoft Graph (else from the MDE API).
@@ -174,7 +174,7 @@ pub struct Known {
 
 /// One alert version that was just written to the output.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EmittedVersion {
+pub(crate) struct EmittedVersion {
     pub alert_id: String,
     /// `lastUpdateTime` as the server wrote it.
     pub last_update_text: String,
@@ -186,7 +186,7 @@ pub struct EmittedVersion {
 
 /// How a poll ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PollOutcome {
+pub(crate) struct PollOutcome {
     pub ended: Timestamp,
     /// Alerts returned by the API (all pages).
     pub seen: u64,
@@ -206,7 +206,7 @@ pub struct PollOutcome {
 
 /// One tenant as `mde-poller status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TenantStatus {
+pub(crate) struct TenantStatus {
     /// The config name at the tenant's latest poll.
     pub name: String,
     pub tenant_id: String,
@@ -232,7 +232,7 @@ pub struct TenantStatus {
 
 /// One audit of one tenant, as `status` shows it and the audit records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditSummary {
+pub(crate) struct AuditSummary {
     pub ended: Timestamp,
     /// The start of the range compared (its end is `ended`).
     pub since: Timestamp,
@@ -248,7 +248,7 @@ pub struct AuditSummary {
 
 /// The state database.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Store {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
@@ -278,7 +278,7 @@ fn connect(path: &Path, mode: OpenFlags) -> Result<(Connection, i64)> {
 impl Store {
     /// Opens (creating if needed) the database at `path` and brings its
     /// schema up to date.
-    pub fn open(path: &Path) -> Result<Store> {
+    pub(crate) fn open(path: &Path) -> Result<Store> {
         prepare_file(path)?;
         let err = |e| StoreError::from_sqlite(path, e);
         let (mut conn, _) = connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
@@ -315,7 +315,7 @@ impl Store {
     /// Opens an existing database for reading only (`mde-poller status`):
     /// never creates, never migrates, and reads while the daemon writes
     /// (WAL readers do not block the writer).
-    pub fn open_read_only(path: &Path) -> Result<Store> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<Store> {
         if path.is_dir() {
             return Err(StoreError::IsDirectory {
                 path: path.to_owned(),
@@ -338,11 +338,6 @@ impl Store {
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock dropped its transaction (rolled
         // back), so the connection itself is still sound.
@@ -356,7 +351,7 @@ impl Store {
     }
 
     /// The tenant's cursor, `None` before its first successful poll.
-    pub fn cursor(&self, tenant_id: &str) -> Result<Option<Cursor>> {
+    pub(crate) fn cursor(&self, tenant_id: &str) -> Result<Option<Cursor>> {
         let conn = self.lock();
         let row = conn
             .prepare_cached(
@@ -378,7 +373,11 @@ impl Store {
 
     /// The last emitted version of each of `ids` that has one; ids never
     /// emitted are absent from the map.
-    pub fn known_versions(&self, tenant_id: &str, ids: &[&str]) -> Result<HashMap<String, Known>> {
+    pub(crate) fn known_versions(
+        &self,
+        tenant_id: &str,
+        ids: &[&str],
+    ) -> Result<HashMap<String, Known>> {
         let mut conn = self.lock();
         let run = |conn: &mut Connection| -> rusqlite::Result<HashMap<String, Known>> {
             // One read transaction: one consistent snapshot and one lock
@@ -417,7 +416,7 @@ impl Store {
 
     /// Records versions just written (and flushed) to the output, in one
     /// transaction: the latest version per alert id replaces the previous.
-    pub fn record_emitted(
+    pub(crate) fn record_emitted(
         &self,
         tenant_id: &str,
         versions: &[EmittedVersion],
@@ -471,7 +470,7 @@ impl Store {
 
     /// Starts a poll: creates or renames the tenant row, records the start,
     /// and returns the new poll's id for [`Store::finish_poll`].
-    pub fn begin_poll(
+    pub(crate) fn begin_poll(
         &self,
         tenant_name: &str,
         tenant_id: &str,
@@ -497,7 +496,12 @@ impl Store {
 
     /// Ends a poll in one transaction: its row, the tenant's last result, and
     /// the cursor, which only ever moves forward.
-    pub fn finish_poll(&self, poll_id: i64, tenant_id: &str, outcome: &PollOutcome) -> Result<()> {
+    pub(crate) fn finish_poll(
+        &self,
+        poll_id: i64,
+        tenant_id: &str,
+        outcome: &PollOutcome,
+    ) -> Result<()> {
         let mut conn = self.lock();
         let ended = outcome.ended.ticks();
         let run = |conn: &mut Connection| -> rusqlite::Result<()> {
@@ -545,7 +549,7 @@ impl Store {
 
     /// When the tenant's oldest recorded poll started (`None`: never polled):
     /// with `first_lookback`, how far back the store can hold its alerts.
-    pub fn first_poll(&self, tenant_id: &str) -> Result<Option<Timestamp>> {
+    pub(crate) fn first_poll(&self, tenant_id: &str) -> Result<Option<Timestamp>> {
         let conn = self.lock();
         conn.prepare_cached("SELECT min(started) FROM polls WHERE tenant_id = ?1")
             .and_then(|mut st| st.query_row([tenant_id], |r| r.get::<_, Option<i64>>(0)))
@@ -554,7 +558,7 @@ impl Store {
     }
 
     /// When the tenant's last audit ended (`None` before its first).
-    pub fn last_audit_ended(&self, tenant_id: &str) -> Result<Option<Timestamp>> {
+    pub(crate) fn last_audit_ended(&self, tenant_id: &str) -> Result<Option<Timestamp>> {
         let conn = self.lock();
         conn.prepare_cached("SELECT last_audit_ended FROM tenants WHERE tenant_id = ?1")
             .and_then(|mut st| {
@@ -566,7 +570,7 @@ impl Store {
     }
 
     /// Records the tenant's last audit (the audit calls it when it ends).
-    pub fn record_audit(&self, tenant_id: &str, audit: &AuditSummary) -> Result<()> {
+    pub(crate) fn record_audit(&self, tenant_id: &str, audit: &AuditSummary) -> Result<()> {
         let conn = self.lock();
         conn.prepare_cached(
             "UPDATE tenants SET last_audit_ended = ?2, last_audit_since = ?3, \
@@ -590,11 +594,11 @@ impl Store {
 
     /// Every tenant the database knows, sorted by name; the call counts are
     /// over the minute and hour before `now`.
-    pub fn status(&self) -> Result<Vec<TenantStatus>> {
+    pub(crate) fn status(&self) -> Result<Vec<TenantStatus>> {
         self.status_at(Timestamp::now())
     }
 
-    pub fn status_at(&self, now: Timestamp) -> Result<Vec<TenantStatus>> {
+    pub(crate) fn status_at(&self, now: Timestamp) -> Result<Vec<TenantStatus>> {
         let minute_ago = now.saturating_sub(Duration::from_secs(60)).ticks();
         let hour_ago = now.saturating_sub(Duration::from_secs(3600)).ticks();
         let conn = self.lock();
@@ -656,7 +660,7 @@ impl Store {
     /// A forgotten alert that comes back later is emitted again as `new`;
     /// with a retention far longer than `lookback` that only happens when the
     /// alert really changed after months.
-    pub fn prune(&self, older_than: Timestamp) -> Result<(usize, usize)> {
+    pub(crate) fn prune(&self, older_than: Timestamp) -> Result<(usize, usize)> {
         let mut conn = self.lock();
         let run = |conn: &mut Connection| -> rusqlite::Result<(usize, usize)> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -768,7 +772,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
 /// well under a second, so five short retries (1.5 s in all) keep them from
 /// failing a poll; a lock held longer still fails it, and the next poll
 /// repeats it.
-pub async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl Fn(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {

@@ -13,13 +13,12 @@ use std::path::{Path, PathBuf};
 
 /// Held for as long as the process writes to the database.
 #[derive(Debug)]
-pub struct StoreLock {
+pub(crate) struct StoreLock {
     _file: File,
-    path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LockError {
+pub(crate) enum LockError {
     #[error(
         "the database {db} is in use by another mde-poller ({holder}); only one `run` or `once` may use a database at a time: stop the other one, or give this one its own store.path"
     )]
@@ -35,7 +34,7 @@ pub enum LockError {
 }
 
 /// The lock file of the database at `db`.
-pub fn lock_path(db: &Path) -> PathBuf {
+pub(crate) fn lock_path(db: &Path) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
     p.push(".lock");
     PathBuf::from(p)
@@ -44,7 +43,7 @@ pub fn lock_path(db: &Path) -> PathBuf {
 impl StoreLock {
     /// Takes the lock of the database at `db` without waiting; fails naming
     /// the holder's pid when another process has it.
-    pub fn acquire(db: &Path) -> Result<StoreLock, LockError> {
+    pub(crate) fn acquire(db: &Path) -> Result<StoreLock, LockError> {
         if db.is_dir() {
             return Err(LockError::IsDirectory(db.display().to_string()));
         }
@@ -93,11 +92,7 @@ impl StoreLock {
         file.set_len(0).map_err(io)?;
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
-        Ok(StoreLock { _file: file, path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(StoreLock { _file: file })
     }
 }
 

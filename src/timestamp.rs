@@ -10,7 +10,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Ticks (100 ns) in one second.
-pub const TICKS_PER_SECOND: i64 = 10_000_000;
+pub(crate) const TICKS_PER_SECOND: i64 = 10_000_000;
 
 /// A UTC instant with 100 ns resolution, ordered by time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -23,7 +23,7 @@ pub struct ParseError(pub String);
 
 impl Timestamp {
     /// The earliest instant we ever ask for (used as an open lower bound).
-    pub const MIN: Timestamp = Timestamp(0);
+    pub(crate) const MIN: Timestamp = Timestamp(0);
 
     pub const fn from_ticks(ticks: i64) -> Self {
         Timestamp(ticks)
@@ -38,14 +38,15 @@ impl Timestamp {
         Self::from_system_time(SystemTime::now())
     }
 
-    pub fn from_system_time(t: SystemTime) -> Self {
+    pub(crate) fn from_system_time(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
             Ok(d) => Timestamp(duration_ticks(d)),
             Err(e) => Timestamp(-duration_ticks(e.duration())),
         }
     }
 
-    pub fn to_system_time(self) -> SystemTime {
+    #[cfg(test)]
+    pub(crate) fn to_system_time(self) -> SystemTime {
         if self.0 >= 0 {
             UNIX_EPOCH + ticks_duration(self.0)
         } else {
@@ -63,7 +64,7 @@ impl Timestamp {
     }
 
     /// Time from `earlier` to `self`, zero if `earlier` is later.
-    pub fn since(self, earlier: Timestamp) -> Duration {
+    pub(crate) fn since(self, earlier: Timestamp) -> Duration {
         ticks_duration((self.0 - earlier.0).max(0))
     }
 
@@ -75,7 +76,7 @@ impl Timestamp {
     }
 
     /// Seconds since the epoch, as the JWT `exp`/`iat` claims want them.
-    pub fn unix_seconds(self) -> i64 {
+    pub(crate) fn unix_seconds(self) -> i64 {
         self.0.div_euclid(TICKS_PER_SECOND)
     }
 

@@ -25,7 +25,7 @@ use crate::timestamp::Timestamp;
 const ASSERTION_LIFETIME_SECS: i64 = 600;
 
 /// The JWT-bearer assertion type sent with `client_assertion`.
-pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 enum SigningKey {
     Ps256(rsa::pss::BlindedSigningKey<Sha256>),
@@ -33,7 +33,7 @@ enum SigningKey {
 }
 
 /// A certificate and its private key, ready to sign client assertions.
-pub struct ClientCertificate {
+pub(crate) struct ClientCertificate {
     path: PathBuf,
     signing_key: SigningKey,
     /// base64url(SHA-256(DER)): the `x5t#S256` header.
@@ -50,7 +50,8 @@ fn bad(path: &Path, what: &str) -> AuthError {
 
 impl ClientCertificate {
     /// Reads and checks the PEM file at `path`.
-    pub fn load(path: &Path, legacy_rs256: bool) -> Result<ClientCertificate, AuthError> {
+    #[cfg(test)]
+    pub(crate) fn load(path: &Path, legacy_rs256: bool) -> Result<ClientCertificate, AuthError> {
         let bytes = std::fs::read(path).map_err(|e| bad(path, &format!("cannot read it: {e}")))?;
         Self::from_pem(&bytes, path, legacy_rs256)
     }
@@ -58,7 +59,7 @@ impl ClientCertificate {
     /// Parses PEM text holding at least one `CERTIFICATE` and exactly one RSA
     /// private key (`PRIVATE KEY` = PKCS#8 or `RSA PRIVATE KEY` = PKCS#1);
     /// `path` is only used in error messages.
-    pub fn from_pem(
+    pub(crate) fn from_pem(
         pem_text: &[u8],
         path: &Path,
         legacy_rs256: bool,
@@ -132,18 +133,18 @@ impl ClientCertificate {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The SHA-1 thumbprint in hex, to compare with the app registration's
     /// "Certificates & secrets" page.
-    pub fn thumbprint(&self) -> &str {
+    pub(crate) fn thumbprint(&self) -> &str {
         &self.thumbprint_hex
     }
 
     /// `PS256`, or `RS256` with `legacy_rs256`.
-    pub fn algorithm(&self) -> &'static str {
+    pub(crate) fn algorithm(&self) -> &'static str {
         match self.signing_key {
             SigningKey::Ps256(_) => "PS256",
             SigningKey::Rs256(_) => "RS256",
@@ -152,7 +153,7 @@ impl ClientCertificate {
 
     /// A client assertion for `client_id` at the token endpoint `audience`,
     /// valid from `now` for ten minutes, with a fresh `jti`.
-    pub fn assertion(
+    pub(crate) fn assertion(
         &self,
         client_id: &str,
         audience: &str,

@@ -9,15 +9,16 @@ use serde::Deserialize;
 use super::AuthError;
 
 /// The roles that let the app list alerts.
-pub const ALERT_ROLES: [&str; 2] = ["Alert.Read.All", "Alert.ReadWrite.All"];
+pub(crate) const ALERT_ROLES: [&str; 2] = ["Alert.Read.All", "Alert.ReadWrite.All"];
 
 /// The Microsoft Graph roles that let the app list `alerts_v2`.
-pub const GRAPH_ALERT_ROLES: [&str; 2] = ["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
+pub(crate) const GRAPH_ALERT_ROLES: [&str; 2] =
+    ["SecurityAlert.Read.All", "SecurityAlert.ReadWrite.All"];
 
 /// Claims of a Defender for Endpoint access token (a v1.0 JWT).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
-pub struct Claims {
+pub(crate) struct Claims {
     /// The tenant the token was issued in: must be the one asked for.
     pub tid: Option<String>,
     /// Application roles; absent (→ empty) when consent predates the
@@ -44,7 +45,7 @@ fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>
 
 impl Claims {
     /// Decodes the payload of a compact JWT. Errors never quote the token.
-    pub fn from_jwt(jwt: &str) -> Result<Claims, AuthError> {
+    pub(crate) fn from_jwt(jwt: &str) -> Result<Claims, AuthError> {
         let mut parts = jwt.split('.');
         let payload = match (parts.next(), parts.next(), parts.next(), parts.next()) {
             (Some(_), Some(payload), Some(_), None) => payload,
@@ -69,12 +70,12 @@ impl Claims {
     }
 
     /// Whether `roles` lets the app read alerts.
-    pub fn can_read_alerts(&self) -> bool {
+    pub(crate) fn can_read_alerts(&self) -> bool {
         self.roles.iter().any(|r| ALERT_ROLES.contains(&r.as_str()))
     }
 
     /// Whether `roles` lets the app read Graph's `alerts_v2`.
-    pub fn can_read_graph_alerts(&self) -> bool {
+    pub(crate) fn can_read_graph_alerts(&self) -> bool {
         self.roles
             .iter()
             .any(|r| GRAPH_ALERT_ROLES.contains(&r.as_str()))

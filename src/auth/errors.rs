@@ -199,25 +199,25 @@ fn entry(code: u32) -> Option<&'static Entry> {
 }
 
 /// The operator's next step for an AADSTS code, if it is one we know.
-pub fn hint_for(code: u32) -> Option<&'static str> {
+pub(crate) fn hint_for(code: u32) -> Option<&'static str> {
     entry(code).map(|e| e.hint)
 }
 
 /// What an AADSTS code means, in a few words, if it is one we know.
-pub fn meaning_for(code: u32) -> Option<&'static str> {
+pub(crate) fn meaning_for(code: u32) -> Option<&'static str> {
     entry(code).map(|e| e.meaning)
 }
 
 impl AuthError {
     /// Retrying soon may succeed: 5xx, 429, no answer, a garbled 200,
     /// `temporarily_unavailable` and the throttling codes.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         self.class() == Class::Transient
     }
 
     /// Retrying will not help until someone changes something (consent,
     /// secret, tenant id, certificate, the customer's policies).
-    pub fn is_persistent(&self) -> bool {
+    pub(crate) fn is_persistent(&self) -> bool {
         self.class() == Class::Persistent
     }
 
@@ -259,7 +259,7 @@ impl AuthError {
     }
 
     /// The first AADSTS code with an entry in our table, else the first code.
-    pub fn code(&self) -> Option<u32> {
+    pub(crate) fn code(&self) -> Option<u32> {
         match self {
             AuthError::Rejected { codes, .. } => codes
                 .iter()
@@ -271,7 +271,7 @@ impl AuthError {
     }
 
     /// The operator's next step, written to be printed under the error.
-    pub fn hint(&self) -> &'static str {
+    pub(crate) fn hint(&self) -> &'static str {
         if let Some(hint) = self.code().and_then(hint_for) {
             return hint;
         }
@@ -308,7 +308,7 @@ impl AuthError {
     /// A few words for `STATUS=` and the `status` table, where one line
     /// holds many tenants: "consent missing (AADSTS700016)". The full story
     /// is the `Display` text, the next step [`hint`](Self::hint).
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             AuthError::Rejected { status, .. } => match self.code() {
                 Some(code) => {

@@ -11,10 +11,10 @@
 //! `auth` knows nothing of the config: [`TokenRequest`] is everything a token
 //! request needs, and `config` builds it (with the certificate already loaded).
 
-pub mod assertion;
-pub mod claims;
-pub mod errors;
-pub mod token;
+pub(crate) mod assertion;
+pub(crate) mod claims;
+pub(crate) mod errors;
+pub(crate) mod token;
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,20 +23,20 @@ use std::sync::{Arc, Mutex};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
-pub use assertion::ClientCertificate;
-pub use claims::Claims;
-pub use errors::{hint_for, meaning_for, AuthError};
-pub use token::{refresh_margin, AccessToken};
+pub(crate) use assertion::ClientCertificate;
+pub(crate) use claims::Claims;
+pub(crate) use errors::AuthError;
+pub(crate) use token::AccessToken;
 
 use crate::backoff::Backoff;
 use crate::timestamp::Timestamp;
 
 /// Retries of one token request after its first attempt, for transient errors.
-pub const MAX_RETRIES: u32 = 4;
+pub(crate) const MAX_RETRIES: u32 = 4;
 
 /// How a tenant proves the partner app's identity.
 #[derive(Debug, Clone)]
-pub enum Credential {
+pub(crate) enum Credential {
     /// A client secret, already read from its source.
     Secret(SecretString),
     /// A certificate and its key, read and checked once when the config is
@@ -47,7 +47,7 @@ pub enum Credential {
 
 /// Everything one tenant's token requests need.
 #[derive(Debug, Clone)]
-pub struct TokenRequest {
+pub(crate) struct TokenRequest {
     /// The tenant's name, for logs.
     pub tenant: String,
     pub tenant_id: String,
@@ -60,13 +60,13 @@ pub struct TokenRequest {
 
 impl TokenRequest {
     /// `{login}/{tenant}/oauth2/v2.0/token`: also the `aud` of a client assertion.
-    pub fn token_url(&self) -> String {
+    pub(crate) fn token_url(&self) -> String {
         format!("{}/{}/oauth2/v2.0/token", self.login_url, self.tenant_id)
     }
 }
 
 /// The token source of one tenant. `Send + Sync`: share it in an `Arc`.
-pub struct TokenSource {
+pub(crate) struct TokenSource {
     http: reqwest::Client,
     name: String,
     tenant_id: String,
@@ -90,12 +90,7 @@ pub struct TokenSource {
 impl TokenSource {
     /// Takes a `&TenantSettings` (or a [`TokenRequest`]). Reads no file: a
     /// certificate was loaded with the config.
-    // Still a `Result` so that callers written before the certificate moved
-    // to config load keep compiling; nothing here fails any more.
-    pub fn new(
-        http: reqwest::Client,
-        tenant: impl Into<TokenRequest>,
-    ) -> Result<TokenSource, AuthError> {
+    pub(crate) fn new(http: reqwest::Client, tenant: impl Into<TokenRequest>) -> TokenSource {
         let tenant: TokenRequest = tenant.into();
         let token_url = tenant.token_url();
         let host = url::Url::parse(&token_url)
@@ -108,7 +103,7 @@ impl TokenSource {
                 })
             })
             .unwrap_or_else(|| tenant.login_url.clone());
-        Ok(TokenSource {
+        TokenSource {
             http,
             name: tenant.tenant,
             tenant_id: tenant.tenant_id,
@@ -120,28 +115,16 @@ impl TokenSource {
             cached: Mutex::new(None),
             flight: tokio::sync::Mutex::new(None),
             flights_done: AtomicU64::new(0),
-        })
+        }
     }
 
-    pub fn tenant_name(&self) -> &str {
+    pub(crate) fn tenant_name(&self) -> &str {
         &self.name
     }
 
-    pub fn tenant_id(&self) -> &str {
-        &self.tenant_id
-    }
-
-    pub fn client_id(&self) -> &str {
-        &self.client_id
-    }
-
-    /// The token endpoint, also the `aud` of client assertions.
-    pub fn token_url(&self) -> &str {
-        &self.token_url
-    }
-
     /// The certificate in use, if any (for `check` to show its thumbprint).
-    pub fn certificate(&self) -> Option<&ClientCertificate> {
+    #[cfg(test)]
+    pub(crate) fn certificate(&self) -> Option<&ClientCertificate> {
         match &self.credential {
             Credential::Certificate(c) => Some(c),
             Credential::Secret(_) => None,
@@ -151,7 +134,7 @@ impl TokenSource {
     /// A token fresh enough to use: the cached one until `refresh_margin`
     /// before its expiry, else a new one (one request for all concurrent
     /// callers; transient failures retried up to [`MAX_RETRIES`] times).
-    pub async fn token(&self) -> Result<AccessToken, AuthError> {
+    pub(crate) async fn token(&self) -> Result<AccessToken, AuthError> {
         if let Some(t) = self.cached_fresh() {
             return Ok(t);
         }
@@ -179,7 +162,7 @@ impl TokenSource {
 
     /// Forgets `stale` if it is still the cached token (the API answered 401
     /// to it); a newer token fetched meanwhile is kept.
-    pub async fn invalidate(&self, stale: &AccessToken) {
+    pub(crate) async fn invalidate(&self, stale: &AccessToken) {
         let mut cached = self.lock_cached();
         if cached.as_ref().is_some_and(|t| t.same_as(stale)) {
             *cached = None;
@@ -189,7 +172,7 @@ impl TokenSource {
 
     /// A new token regardless of the cache (for `check`); it replaces the
     /// cached one.
-    pub async fn fetch_fresh(&self) -> Result<AccessToken, AuthError> {
+    pub(crate) async fn fetch_fresh(&self) -> Result<AccessToken, AuthError> {
         let t = self.fetch_with_retries().await?;
         self.store(t.clone());
         Ok(t)

@@ -124,7 +124,7 @@ fn secret() -> Credential {
 /// No client timeout: under paused time it would fire while the runtime
 /// merely waits for the loopback socket.
 fn source(login_url: &str, credential: Credential) -> TokenSource {
-    TokenSource::new(reqwest::Client::new(), tenant(login_url, credential)).unwrap()
+    TokenSource::new(reqwest::Client::new(), tenant(login_url, credential))
 }
 
 const CONSENT_MISSING: &str = r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application with identifier 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee' was not found in the directory 'Contoso'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.\r\nTrace ID: 0\r\nCorrelation ID: 1\r\nTimestamp: 2026-11-26 10:00:00Z","error_codes":[700016],"timestamp":"2026-11-26 10:00:00Z","trace_id":"0","correlation_id":"1"}"#;

@@ -19,13 +19,13 @@ const MAX_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// …and at least a tenth of the lifetime early, so that a short token is
 /// still reused for most of its life (a 30 s token for 27 s).
-pub fn refresh_margin(lifetime: Duration) -> Duration {
+pub(crate) fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(MAX_MARGIN)
 }
 
 /// A bearer token and when it expires. Cheap to clone; prints no token.
 #[derive(Clone)]
-pub struct AccessToken(Arc<Inner>);
+pub(crate) struct AccessToken(Arc<Inner>);
 
 struct Inner {
     value: SecretString,
@@ -36,7 +36,7 @@ struct Inner {
 impl AccessToken {
     /// `issued_at` is when the request was *sent*, so network time only ever
     /// makes us refresh earlier, never use a token past its expiry.
-    pub fn new(value: String, issued_at: Instant, lifetime: Duration) -> AccessToken {
+    pub(crate) fn new(value: String, issued_at: Instant, lifetime: Duration) -> AccessToken {
         let expires_at = issued_at + lifetime;
         AccessToken(Arc::new(Inner {
             value: SecretString::from(value),
@@ -46,30 +46,31 @@ impl AccessToken {
     }
 
     /// The value for `Authorization: Bearer …`: the only place it is exposed.
-    pub fn bearer(&self) -> &str {
+    pub(crate) fn bearer(&self) -> &str {
         self.0.value.expose_secret()
     }
 
-    pub fn expires_at(&self) -> Instant {
+    pub(crate) fn expires_at(&self) -> Instant {
         self.0.expires_at
     }
 
     /// From then on a new token is fetched: `expires_at - refresh_margin`.
-    pub fn fresh_until(&self) -> Instant {
+    #[cfg(test)]
+    pub(crate) fn fresh_until(&self) -> Instant {
         self.0.fresh_until
     }
 
-    pub fn is_fresh(&self, now: Instant) -> bool {
+    pub(crate) fn is_fresh(&self, now: Instant) -> bool {
         now < self.0.fresh_until
     }
 
     /// Whether both are the very same token (clones of one fetch).
-    pub fn same_as(&self, other: &AccessToken) -> bool {
+    pub(crate) fn same_as(&self, other: &AccessToken) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The token's claims, for diagnostics only (the signature is not checked).
-    pub fn claims(&self) -> Result<Claims, AuthError> {
+    pub(crate) fn claims(&self) -> Result<Claims, AuthError> {
         Claims::from_jwt(self.bearer())
     }
 }

@@ -28,10 +28,10 @@ pub(crate) mod tenants;
 
 use std::path::{Path, PathBuf};
 
-pub use crate::auth::Credential;
+pub(crate) use crate::auth::Credential;
 pub use settings::{
-    AuditSettings, CaBundle, HttpSettings, LogFormat, LogSettings, MetricsSettings, OutputFormat,
-    OutputSettings, OutputTarget, PollSettings, Settings, StoreSettings, TenantSettings,
+    HttpSettings, LogFormat, LogSettings, OutputFormat, OutputTarget, PollSettings, Settings,
+    TenantSettings,
 };
 
 /// Every problem found in one config, each naming its key.
@@ -39,12 +39,12 @@ pub use settings::{
 #[error("config error in {}:\n{}", file.display(), problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigError {
     pub file: PathBuf,
-    pub problems: Vec<Problem>,
+    pub(crate) problems: Vec<Problem>,
 }
 
 /// One problem: the dotted key (or `(file)` for file-level problems) and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub key: String,
     pub message: String,
 }
@@ -57,7 +57,8 @@ impl std::fmt::Display for Problem {
 
 impl ConfigError {
     /// The problem about `key`, if any (handy in tests and `check --json`).
-    pub fn problem(&self, key: &str) -> Option<&Problem> {
+    #[cfg(test)]
+    pub(crate) fn problem(&self, key: &str) -> Option<&Problem> {
         self.problems.iter().find(|p| p.key == key)
     }
 }

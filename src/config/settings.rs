@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::{Credential, TokenRequest};
-pub use crate::output::AlertSource;
+pub(super) use crate::output::AlertSource;
 
 /// Everything the daemon needs, validated and resolved (secrets read, cloud
 /// presets applied, relative paths made absolute).
@@ -14,12 +14,12 @@ pub struct Settings {
     /// The config file this came from (for messages and reloads).
     pub source: PathBuf,
     pub poll: PollSettings,
-    pub store: StoreSettings,
-    pub output: OutputSettings,
+    pub(crate) store: StoreSettings,
+    pub(crate) output: OutputSettings,
     pub log: LogSettings,
     pub http: HttpSettings,
-    pub metrics: MetricsSettings,
-    pub audit: AuditSettings,
+    pub(crate) metrics: MetricsSettings,
+    pub(crate) audit: AuditSettings,
     /// Every tenant, enabled or not, sorted by name.
     pub tenants: Vec<TenantSettings>,
     /// Things an operator should know that are not errors (inline secret,
@@ -30,7 +30,7 @@ pub struct Settings {
 
 impl Settings {
     /// The tenants to poll, by name.
-    pub fn enabled_tenants(&self) -> impl Iterator<Item = &TenantSettings> {
+    pub(crate) fn enabled_tenants(&self) -> impl Iterator<Item = &TenantSettings> {
         self.tenants.iter().filter(|t| t.enabled)
     }
 }
@@ -49,7 +49,7 @@ pub struct PollSettings {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoreSettings {
+pub(crate) struct StoreSettings {
     pub path: PathBuf,
     pub retention: Duration,
 }
@@ -68,7 +68,7 @@ pub enum OutputTarget {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutputSettings {
+pub(crate) struct OutputSettings {
     pub format: OutputFormat,
     pub target: OutputTarget,
 }
@@ -88,13 +88,13 @@ pub struct LogSettings {
 
 /// `[metrics]`: the Prometheus endpoint, off unless `listen` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MetricsSettings {
+pub(crate) struct MetricsSettings {
     pub listen: Option<std::net::SocketAddr>,
 }
 
 /// `[audit]`: the daemon's self-audit, off unless `every` is set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditSettings {
+pub(crate) struct AuditSettings {
     pub every: Option<Duration>,
     /// How far back an audit compares (before the clamps of the tenant's
     /// first poll and `store.retention`).
@@ -113,7 +113,7 @@ impl Default for AuditSettings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpSettings {
     /// `http.ca_file`, parsed when the config loads.
-    pub ca_bundle: Option<CaBundle>,
+    pub(crate) ca_bundle: Option<CaBundle>,
     pub proxy: Option<String>,
     /// `MdePartner-{partner}-MdePoller/{version}` when `[app] partner` is set,
     /// else `mde-poller/{version}`.
@@ -123,7 +123,7 @@ pub struct HttpSettings {
 /// The extra CA certificates of `http.ca_file`, parsed once at load so that a
 /// bad bundle is a config error (exit 78) and building a client reads no file.
 #[derive(Clone)]
-pub struct CaBundle {
+pub(crate) struct CaBundle {
     pub path: PathBuf,
     pub certificates: Vec<reqwest::Certificate>,
     /// Of the file's bytes: two bundles are the same when their contents are
@@ -157,7 +157,7 @@ pub struct TenantSettings {
     pub tenant_id: String,
     pub enabled: bool,
     pub client_id: String,
-    pub credential: Credential,
+    pub(crate) credential: Credential,
     /// e.g. `https://login.microsoftonline.com` (no trailing slash).
     pub login_url: String,
     /// e.g. `https://api.securitycenter.microsoft.com` (no trailing slash).
@@ -165,7 +165,7 @@ pub struct TenantSettings {
     /// e.g. `https://api.securitycenter.microsoft.com/.default`.
     pub token_scope: String,
     /// Which API this tenant reads (`source`, else `[poll] source`).
-    pub source: AlertSource,
+    pub(crate) source: AlertSource,
     /// e.g. `https://graph.microsoft.com` (no trailing slash).
     pub graph_url: String,
     /// e.g. `https://graph.microsoft.com/.default`.
@@ -179,7 +179,7 @@ impl TenantSettings {
     /// What `auth` needs to request this tenant's tokens: for the API of
     /// its `source` (a Graph token is refused by the MDE API and the other
     /// way round).
-    pub fn token_request(&self) -> TokenRequest {
+    pub(crate) fn token_request(&self) -> TokenRequest {
         TokenRequest {
             tenant: self.name.clone(),
             tenant_id: self.tenant_id.clone(),
@@ -193,18 +193,10 @@ impl TenantSettings {
 
 impl TenantSettings {
     /// The token scope of the API this tenant reads.
-    pub fn active_scope(&self) -> &str {
+    pub(crate) fn active_scope(&self) -> &str {
         match self.source {
             AlertSource::Mde => &self.token_scope,
             AlertSource::Graph => &self.graph_scope,
-        }
-    }
-
-    /// The host of the API this tenant reads.
-    pub fn active_url(&self) -> &str {
-        match self.source {
-            AlertSource::Mde => &self.api_url,
-            AlertSource::Graph => &self.graph_url,
         }
     }
 }

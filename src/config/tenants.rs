@@ -14,7 +14,7 @@ use crate::output::AlertSource;
 /// Every member of Graph's `microsoft.graph.security.serviceSource` that
 /// names a product (API-NOTES, "Enumerations", and the evolvable members
 /// after `unknownFutureValue`, sent because every request asks for them).
-pub const GRAPH_SERVICE_SOURCES: &[&str] = &[
+pub(crate) const GRAPH_SERVICE_SOURCES: &[&str] = &[
     "microsoftDefenderForEndpoint",
     "microsoftDefenderForIdentity",
     "microsoftDefenderForCloudApps",

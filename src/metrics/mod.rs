@@ -30,10 +30,11 @@ use crate::store::TenantStatus;
 use crate::timestamp::{Timestamp, TICKS_PER_SECOND};
 
 /// Every metric name starts with this (`mde_poller_polls_total`, …).
-pub const PREFIX: &str = "mde_poller";
+pub(crate) const PREFIX: &str = "mde_poller";
 
 /// The `source` of API requests to Defender for Endpoint's `/api/alerts`.
-pub const SOURCE_MDE: &str = "mde";
+#[cfg(test)]
+pub(crate) const SOURCE_MDE: &str = "mde";
 
 /// Poll durations: a quiet tenant takes well under a second, a back-fill of
 /// many pages minutes.
@@ -90,7 +91,7 @@ enum State {
 
 /// The states of `mde_poller_tenants`, each always exported (0 included),
 /// so that a rule on `state="failing"` sees a value, not an absent series.
-pub const STATES: [&str; 4] = ["ok", "failing", "paused", "disabled"];
+pub(crate) const STATES: [&str; 4] = ["ok", "failing", "paused", "disabled"];
 
 #[derive(Debug, Default)]
 struct Book {
@@ -137,13 +138,13 @@ pub fn global() -> &'static Metrics {
 
 /// Alert lines counted by their `change`, once they are recorded as emitted.
 #[derive(Debug, Default)]
-pub struct Emitted {
+pub(crate) struct Emitted {
     new: u64,
     update: u64,
 }
 
 impl Emitted {
-    pub fn add(&mut self, change: Change) {
+    pub(crate) fn add(&mut self, change: Change) {
         match change {
             Change::New => self.new += 1,
             Change::Update => self.update += 1,
@@ -151,7 +152,7 @@ impl Emitted {
     }
 
     /// Counts them: call once the lines are written and recorded.
-    pub fn commit(self) {
+    pub(crate) fn commit(self) {
         global().alerts_emitted(&self);
     }
 }
@@ -164,7 +165,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A fresh registry (the process has [`global`]; tests make their own).
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         let m = Metrics {
             alerts_emitted: Family::default(),
@@ -255,7 +256,7 @@ impl Metrics {
     }
 
     /// The exposition, in the OpenMetrics text format.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
@@ -274,7 +275,7 @@ impl Metrics {
 
     /// One HTTP exchange with an alerts API: `status` is `None` when no
     /// answer came (connection refused, timeout, a body broken off).
-    pub fn api_request(&self, source: &'static str, status: Option<u16>) {
+    pub(crate) fn api_request(&self, source: &'static str, status: Option<u16>) {
         let status_class = match status {
             None => "error",
             Some(100..=199) => "1xx",
@@ -292,18 +293,18 @@ impl Metrics {
             .inc();
     }
 
-    pub fn throttled(&self, source: &'static str) {
+    pub(crate) fn throttled(&self, source: &'static str) {
         self.throttled.get_or_create(&SourceLabel { source }).inc();
     }
 
     /// `outcome`: `ok`, `error` (may pass on retry) or `refused`.
-    pub fn token_request(&self, outcome: &'static str) {
+    pub(crate) fn token_request(&self, outcome: &'static str) {
         self.token_requests
             .get_or_create(&OutcomeLabel { outcome })
             .inc();
     }
 
-    pub fn poll_succeeded(&self, tenant: &str, cursor: Option<&str>, elapsed_ms: u64) {
+    pub(crate) fn poll_succeeded(&self, tenant: &str, cursor: Option<&str>, elapsed_ms: u64) {
         self.poll_ended("ok", Some(elapsed_ms));
         let label = self.book.lock().expect("metrics book").label(tenant);
         self.last_success
@@ -316,7 +317,7 @@ impl Metrics {
     }
 
     /// A poll that failed; `paused` when the tenant waits for a person.
-    pub fn poll_failed(&self, tenant: &str, elapsed_ms: Option<u64>, paused: bool) {
+    pub(crate) fn poll_failed(&self, tenant: &str, elapsed_ms: Option<u64>, paused: bool) {
         self.poll_ended("failed", elapsed_ms);
         self.set_state(
             tenant,
@@ -328,12 +329,12 @@ impl Metrics {
         );
     }
 
-    pub fn poll_abandoned(&self) {
+    pub(crate) fn poll_abandoned(&self) {
         self.poll_ended("abandoned", None);
     }
 
     /// A tenant whose credential cannot even be loaded: failing, unpolled.
-    pub fn tenant_refused(&self, tenant: &str) {
+    pub(crate) fn tenant_refused(&self, tenant: &str) {
         let mut book = self.book.lock().expect("metrics book");
         let failures = book.tenants.get(tenant).map_or(0, |(_, f)| *f);
         book.tenants
@@ -343,14 +344,14 @@ impl Metrics {
 
     /// Sets the last audit's count of missing versions for `tenant` (the
     /// audit calls it).
-    pub fn set_audit_missing(&self, tenant: &str, missing: u64) {
+    pub(crate) fn set_audit_missing(&self, tenant: &str, missing: u64) {
         let label = self.book.lock().expect("metrics book").label(tenant);
         self.audit_missing.get_or_create(&label).set(missing as i64);
     }
 
     /// The config in force (at start-up and after each reload): tenants no
     /// longer enabled lose their series, disabled ones are counted.
-    pub fn configured(&self, settings: &Settings) {
+    pub(crate) fn configured(&self, settings: &Settings) {
         let mut book = self.book.lock().expect("metrics book");
         book.disabled = settings.tenants.iter().filter(|t| !t.enabled).count() as i64;
         let gone: Vec<String> = book
@@ -381,7 +382,7 @@ impl Metrics {
 
     /// What the store knows from earlier runs, so that a restart does not
     /// blank the per-tenant gauges until each tenant's next poll ends.
-    pub fn seed(&self, settings: &Settings, rows: &[TenantStatus]) {
+    pub(crate) fn seed(&self, settings: &Settings, rows: &[TenantStatus]) {
         let mut book = self.book.lock().expect("metrics book");
         for row in rows {
             let Some(tenant) = settings
@@ -457,7 +458,7 @@ impl Metrics {
 
 /// The `outcome` of one token request: `ok`, `refused` (only a person can
 /// fix it: consent, secret, certificate), or `error` (may pass on retry).
-pub fn token_outcome<T>(result: &Result<T, crate::auth::AuthError>) -> &'static str {
+pub(crate) fn token_outcome<T>(result: &Result<T, crate::auth::AuthError>) -> &'static str {
     match result {
         Ok(_) => "ok",
         Err(e) if e.is_persistent() => "refused",

@@ -29,18 +29,18 @@ use tokio_util::sync::CancellationToken;
 use super::Metrics;
 
 /// What OpenMetrics scrapers ask for and Prometheus parses.
-pub const CONTENT_TYPE_OPENMETRICS: &str =
+pub(crate) const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The classic Prometheus text format.
-pub const CONTENT_TYPE_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE_PROMETHEUS: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A request that has not sent its head by then is dropped, so an idle or
 /// slow client cannot hold a connection for ever.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long ago the scheduler last made progress.
-pub type Heartbeat = Arc<dyn Fn() -> Duration + Send + Sync>;
+pub(crate) type Heartbeat = Arc<dyn Fn() -> Duration + Send + Sync>;
 
 /// What `/healthz` judges by.
 #[derive(Clone)]
@@ -52,7 +52,7 @@ pub struct Health {
 
 impl Health {
     /// `Err(silence)` when the heartbeat is older than `stale_after`.
-    pub fn check(&self) -> Result<(), Duration> {
+    pub(crate) fn check(&self) -> Result<(), Duration> {
         let silence = (self.heartbeat)();
         if silence <= self.stale_after {
             Ok(())
@@ -163,7 +163,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 /// The registry's OpenMetrics text as Prometheus text format 0.0.4: a
 /// counter's family is named for its `_total` samples there, and there is
 /// no `# EOF`. Gauges and histograms are written alike in both.
-pub fn prometheus_text(openmetrics: &str) -> String {
+pub(crate) fn prometheus_text(openmetrics: &str) -> String {
     let mut out: Vec<String> = Vec::new();
     for line in openmetrics.lines() {
         if line == "# EOF" {

@@ -12,7 +12,7 @@ use super::view::{Evidence, File, View};
 use super::{AlertSource, Change, Record};
 
 /// The ECS version the `ecs` mapping follows.
-pub const ECS_VERSION: &str = "8.11.0";
+pub(super) const ECS_VERSION: &str = "8.11.0";
 
 const VENDOR: &str = "Microsoft";
 

@@ -26,12 +26,12 @@ struct Current {
 }
 
 /// The output stream and its format, shared by every tenant's poll.
-pub struct Emitter {
+pub(crate) struct Emitter {
     current: Mutex<Current>,
 }
 
 impl Emitter {
-    pub fn new(sink: Sink, format: OutputFormat) -> Self {
+    pub(crate) fn new(sink: Sink, format: OutputFormat) -> Self {
         Emitter {
             current: Mutex::new(Current { sink, format }),
         }
@@ -44,7 +44,7 @@ impl Emitter {
     /// Starts writing one page: holds the sink and its format until the
     /// writer is finished or dropped. `buf` is the caller's reusable buffer;
     /// `page_bytes` the page body's size, to reserve no more than it needs.
-    pub fn page<'a>(&'a self, buf: &'a mut Vec<u8>, page_bytes: usize) -> PageWriter<'a> {
+    pub(crate) fn page<'a>(&'a self, buf: &'a mut Vec<u8>, page_bytes: usize) -> PageWriter<'a> {
         buf.clear();
         buf.reserve((WRITE_CHUNK + CHUNK_HEADROOM).min(page_bytes + 4096));
         PageWriter {
@@ -54,20 +54,20 @@ impl Emitter {
     }
 
     /// Reopens the output file (SIGHUP after logrotate moved it away).
-    pub fn reopen(&self) -> io::Result<()> {
+    pub(crate) fn reopen(&self) -> io::Result<()> {
         self.lock().sink.reopen()
     }
 
     /// Replaces the sink and format (a reload changed them); a page being
     /// written keeps the old pair to its end, and the old sink is dropped
     /// only after it.
-    pub fn replace(&self, sink: Sink, format: OutputFormat) {
+    pub(crate) fn replace(&self, sink: Sink, format: OutputFormat) {
         *self.lock() = Current { sink, format };
     }
 }
 
 /// One page's lines, all to one sink in one format.
-pub struct PageWriter<'a> {
+pub(crate) struct PageWriter<'a> {
     current: MutexGuard<'a, Current>,
     buf: &'a mut Vec<u8>,
 }
@@ -75,7 +75,7 @@ pub struct PageWriter<'a> {
 impl PageWriter<'_> {
     /// Renders `rec` as one line; writes (and makes durable) the buffered
     /// lines once they reach a chunk.
-    pub fn push(&mut self, rec: &Record) -> io::Result<()> {
+    pub(crate) fn push(&mut self, rec: &Record) -> io::Result<()> {
         // Rendering cannot fail (formats replace what cannot be encoded).
         let Ok(()) = render(self.buf, self.current.format, rec);
         if self.buf.len() >= WRITE_CHUNK {
@@ -92,7 +92,7 @@ impl PageWriter<'_> {
 
     /// Writes the rest of the page; when it returns `Ok`, every line pushed
     /// is durable and the page may be recorded as emitted.
-    pub fn finish(mut self) -> io::Result<()> {
+    pub(crate) fn finish(mut self) -> io::Result<()> {
         if !self.buf.is_empty() {
             self.flush()?;
         }

@@ -22,8 +22,8 @@ use serde_json::value::RawValue;
 use crate::config::OutputFormat;
 use crate::timestamp::Timestamp;
 
-pub use emitter::{Emitter, PageWriter};
-pub use sink::Sink;
+pub(crate) use emitter::Emitter;
+pub(crate) use sink::Sink;
 
 /// Why this version of the alert is emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -36,7 +36,7 @@ pub enum Change {
 }
 
 impl Change {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Change::New => "new",
             Change::Update => "update",
@@ -57,14 +57,14 @@ pub enum AlertSource {
 
 impl AlertSource {
     /// The record `type` of raw lines and the `event.dataset` of ECS.
-    pub fn record_type(self) -> &'static str {
+    pub(crate) fn record_type(self) -> &'static str {
         match self {
             AlertSource::Mde => "mde.alert",
             AlertSource::Graph => "graph.alert",
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             AlertSource::Mde => "mde",
             AlertSource::Graph => "graph",

@@ -14,7 +14,7 @@ use super::view::{Evidence, File, Host, Process, Severity, Status, User, View};
 use super::{Change, Record};
 
 /// The OCSF schema version the `ocsf` mapping follows.
-pub const OCSF_VERSION: &str = "1.1.0";
+pub(super) const OCSF_VERSION: &str = "1.1.0";
 
 /// `string_t`'s `max_len` in the 1.1.0 dictionary.
 const MAX_STRING: usize = 65_535;

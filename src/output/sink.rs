@@ -14,7 +14,7 @@ use crate::config::OutputTarget;
 
 /// The output stream.
 #[derive(Debug)]
-pub struct Sink {
+pub(crate) struct Sink {
     target: OutputTarget,
     inner: Inner,
     /// A previous write failed part-way, so the file may end in half a line;
@@ -39,7 +39,7 @@ impl Sink {
     /// Opens the target: stdout as is, a file for appending (created with
     /// mode 0640 so that a shipper in the service's group can read it; its
     /// parent directory must exist).
-    pub fn open(target: &OutputTarget) -> io::Result<Sink> {
+    pub(crate) fn open(target: &OutputTarget) -> io::Result<Sink> {
         let inner = match target {
             OutputTarget::Stdout => Inner::Stdout {
                 sync: io::stdout()
@@ -65,7 +65,8 @@ impl Sink {
     }
 
     /// What this sink writes to.
-    pub fn target(&self) -> &OutputTarget {
+    #[cfg(test)]
+    pub(crate) fn target(&self) -> &OutputTarget {
         &self.target
     }
 
@@ -75,7 +76,7 @@ impl Sink {
     /// current end of the file: after a logrotate `copytruncate` the next
     /// lines start at offset 0 instead of leaving a hole of NUL bytes up to
     /// the old offset.
-    pub fn write_batch(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_batch(&mut self, bytes: &[u8]) -> io::Result<()> {
         debug_assert!(
             bytes.is_empty() || bytes.ends_with(b"\n"),
             "a batch must hold whole lines"
@@ -124,7 +125,7 @@ impl Sink {
     /// and `create`d a new one). If the new open fails, the old handle is
     /// kept, so lines still go somewhere, and the error is returned.
     /// On stdout this does nothing.
-    pub fn reopen(&mut self) -> io::Result<()> {
+    pub(crate) fn reopen(&mut self) -> io::Result<()> {
         if let OutputTarget::File(path) = &self.target {
             let file = open_append(path)?;
             self.inner = Inner::File(file);

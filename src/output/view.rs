@@ -22,7 +22,7 @@ pub(super) struct Time {
 }
 
 impl Time {
-    pub fn millis(&self) -> i64 {
+    pub(super) fn millis(&self) -> i64 {
         self.at.ticks().div_euclid(10_000)
     }
 }
@@ -52,7 +52,7 @@ impl Severity {
     }
 
     /// Informational 1 … High 4, Unknown 0 (ECS `event.severity`, OCSF `severity_id`).
-    pub fn rank(self) -> Option<u8> {
+    pub(super) fn rank(self) -> Option<u8> {
         match self {
             Severity::Unknown => Some(0),
             Severity::Informational => Some(1),
@@ -129,7 +129,7 @@ pub(super) struct File {
 
 impl File {
     /// `dir\name`, with the folder's own separator.
-    pub fn full_path(&self) -> Option<String> {
+    pub(super) fn full_path(&self) -> Option<String> {
         match (&self.dir, &self.name) {
             (Some(d), Some(n)) => {
                 let sep = if d.contains('/') && !d.contains('\\') {
@@ -265,7 +265,7 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
 }
 
 impl View {
-    pub fn read(source: AlertSource, raw: &RawValue) -> View {
+    pub(super) fn read(source: AlertSource, raw: &RawValue) -> View {
         let f = fields(raw);
         match source {
             AlertSource::Mde => View::mde(&f),
@@ -349,7 +349,7 @@ impl View {
     }
 
     /// Every file the evidence names: files, then process images.
-    pub fn files(&self) -> impl Iterator<Item = &File> {
+    pub(super) fn files(&self) -> impl Iterator<Item = &File> {
         let files = self.evidence.iter().filter_map(|e| match e {
             Evidence::File(f) => Some(f),
             _ => None,
@@ -361,7 +361,7 @@ impl View {
         files.chain(images).filter(|f| !f.is_empty())
     }
 
-    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+    pub(super) fn processes(&self) -> impl Iterator<Item = &Process> {
         self.evidence.iter().filter_map(|e| match e {
             Evidence::Process(p) => Some(p.as_ref()),
             _ => None,
@@ -369,7 +369,7 @@ impl View {
     }
 
     /// Every user the alert names: its own, evidence users, process owners, mailboxes.
-    pub fn users(&self) -> Vec<&User> {
+    pub(super) fn users(&self) -> Vec<&User> {
         let mut out: Vec<&User> = self.user.iter().collect();
         for e in &self.evidence {
             match e {

@@ -7,7 +7,7 @@ use crate::timestamp::Timestamp;
 
 /// What dedup compares: an alert version's update time and content hash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Version {
+pub(crate) struct Version {
     /// `lastUpdateTime` at 100 ns ([`Timestamp::MIN`] when absent or unparseable).
     pub last_update: Timestamp,
     /// xxh3 of the alert's JSON text as the API returned it.
@@ -16,7 +16,7 @@ pub struct Version {
 
 /// What to do with an incoming version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
+pub(crate) enum Class {
     /// Emit it as the first version of its id.
     New,
     /// Emit it as a newer (or same-time but changed) version.
@@ -27,7 +27,7 @@ pub enum Class {
 
 impl Class {
     /// The output's `change` field, `None` for a version not emitted.
-    pub fn change(self) -> Option<Change> {
+    pub(crate) fn change(self) -> Option<Change> {
         match self {
             Class::New => Some(Change::New),
             Class::Update => Some(Change::Update),
@@ -38,7 +38,7 @@ impl Class {
 
 /// Classifies `incoming` against the `previous` version emitted for its id,
 /// `now` being our clock (a version stamped ahead of it orders nothing).
-pub fn classify(previous: Option<Version>, incoming: Version, now: Timestamp) -> Class {
+pub(crate) fn classify(previous: Option<Version>, incoming: Version, now: Timestamp) -> Class {
     match previous {
         None => Class::New,
         // One instant with two contents (replicas that disagree): the larger

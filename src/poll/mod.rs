@@ -9,7 +9,7 @@
 //! crash at any point repeats at most the page in flight and loses nothing.
 
 mod classify;
-pub mod planner;
+pub(crate) mod planner;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -18,16 +18,19 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{AlertsApi, ApiError, PageBody, Query};
+use crate::api::{AlertsApi, PageBody, Query};
 use crate::backoff::Backoff;
 use crate::config::PollSettings;
 use crate::output::{AlertSource, Record};
-use crate::store::{Cursor, EmittedVersion, PollOutcome, Store, StoreError};
+use crate::store::{Cursor, EmittedVersion, PollOutcome, Store};
 use crate::timestamp::Timestamp;
 
-pub use crate::output::Emitter;
-pub use crate::store::blocking;
-pub use classify::{classify, Class, Version};
+/// What a failed poll wraps, for callers that match on it.
+pub use crate::api::ApiError;
+pub(crate) use crate::output::Emitter;
+pub(crate) use crate::store::blocking;
+pub use crate::store::StoreError;
+pub(crate) use classify::{classify, Class, Version};
 use planner::{Answer, Answered, FullPage, IsComplete, PlanError, Planner, Step};
 
 /// How far ahead of our clock a lastUpdateTime may be and still move the cursor.
@@ -46,15 +49,15 @@ const MALFORMED_RETRIES: u32 = 5;
 /// The MDE alerts API's rule: `$top` is honoured, so an answer shorter than
 /// `$top` holds the whole window, and one as long as `$top` may not (a
 /// nextLink chain counts as one answer: `$top` may cap the whole chain).
-pub fn mde_is_complete(a: Answered) -> bool {
+pub(crate) fn mde_is_complete(a: Answered) -> bool {
     a.count < a.top as usize
 }
 
 /// What a poll needs besides the tenant.
 #[derive(Clone)]
 pub struct PollEnv {
-    pub store: Arc<Store>,
-    pub emitter: Arc<Emitter>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) emitter: Arc<Emitter>,
     pub settings: PollSettings,
 }
 
@@ -63,7 +66,7 @@ pub struct PollEnv {
 pub struct TenantPoll {
     pub name: String,
     pub tenant_id: String,
-    pub api: AlertsApi,
+    pub(crate) api: AlertsApi,
 }
 
 /// What one successful poll did.
@@ -99,7 +102,7 @@ pub enum PollError {
 
 impl PollError {
     /// A token error the operator must fix (consent, secret, certificate, …).
-    pub fn persistent_auth(&self) -> Option<&crate::auth::AuthError> {
+    pub(crate) fn persistent_auth(&self) -> Option<&crate::auth::AuthError> {
         match self {
             PollError::Api(ApiError::Auth(e)) if e.is_persistent() => Some(e),
             _ => None,
@@ -109,7 +112,7 @@ impl PollError {
     /// Local trouble (disk full, read-only database, unwritable output), a
     /// missing role, or an API that does not page as documented: retrying
     /// will not help until someone acts.
-    pub fn needs_operator(&self) -> bool {
+    pub(crate) fn needs_operator(&self) -> bool {
         match self {
             PollError::Store(e) => !e.is_retryable(),
             PollError::Output(_) | PollError::SkipIgnored { .. } => true,
@@ -118,12 +121,12 @@ impl PollError {
         }
     }
 
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         matches!(self, PollError::Api(ApiError::Cancelled))
     }
 
     /// A few words for `STATUS=` and `status`.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             PollError::Api(e) => e.summary(),
             PollError::Store(_) => "database error".to_owned(),
@@ -134,7 +137,7 @@ impl PollError {
     }
 
     /// The operator's next step, written to be printed under the error.
-    pub fn hint(&self) -> &'static str {
+    pub(crate) fn hint(&self) -> &'static str {
         match self {
             PollError::Api(e) => e.hint(),
             PollError::Store(e) if e.is_retryable() => {
@@ -157,7 +160,7 @@ impl PollError {
 }
 
 /// Where a poll started at `now` begins reading.
-pub fn poll_lower_bound(
+pub(crate) fn poll_lower_bound(
     cursor: Option<&Cursor>,
     now: Timestamp,
     settings: &PollSettings,
@@ -175,7 +178,7 @@ pub fn poll_lower_bound(
 /// What an audit of one range found: alert versions (one per id, the
 /// newest the API showed) the API holds, those already emitted, those not.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuditCounts {
+pub(crate) struct AuditCounts {
     pub in_api: u64,
     pub emitted: u64,
     pub missing: u64,
@@ -210,7 +213,7 @@ impl AuditTally {
 /// and dedup a poll uses; with `repair`, emits the missing ones as a poll
 /// would (`new` or `update`), each recorded only once written. Never moves
 /// the cursor and records no poll.
-pub async fn audit_tenant(
+pub(crate) async fn audit_tenant(
     env: &PollEnv,
     tenant: &TenantPoll,
     from: Timestamp,
@@ -240,13 +243,13 @@ pub async fn audit_tenant(
 /// Graph's rule: besides the absence of a nextLink (a page that carries one
 /// is withheld before this is asked), a page as long as `$top` is not taken
 /// as proof either, in case something on the way dropped the nextLink.
-pub fn graph_is_complete(a: Answered) -> bool {
+pub(crate) fn graph_is_complete(a: Answered) -> bool {
     a.chained || a.count < a.top as usize
 }
 
 /// The `$top` a tenant's reads ask for: `page_size`, or Graph's cap of 1,000
 /// for Graph tenants (one config serves both sources).
-pub fn page_top(source: AlertSource, page_size: u32) -> u32 {
+pub(crate) fn page_top(source: AlertSource, page_size: u32) -> u32 {
     match source {
         AlertSource::Mde => page_size,
         AlertSource::Graph => page_size.min(crate::api::GRAPH_MAX_TOP),

@@ -25,19 +25,19 @@ use crate::timestamp::{Timestamp, TICKS_PER_SECOND};
 
 /// Pages of `$skip` within one instant before the server is taken to ignore
 /// `$skip` (a million alerts at the largest page size: none really exist).
-pub const MAX_INSTANT_PAGES: u32 = 100;
+pub(crate) const MAX_INSTANT_PAGES: u32 = 100;
 
 /// A window `[from, to)`; `to = None` is open-ended, so that an alert stamped
 /// by a server clock ahead of ours is not left for a later poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
+pub(crate) struct Window {
     pub from: Timestamp,
     pub to: Option<Timestamp>,
 }
 
 /// One read to make: a filter on the update time, `$top` and `$skip`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Read {
+pub(crate) struct Read {
     pub from: Timestamp,
     pub to: Option<Timestamp>,
     pub top: u32,
@@ -49,7 +49,7 @@ pub struct Read {
 
 /// How many alerts an emitted answer held, for the source's [`IsComplete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Answered {
+pub(crate) struct Answered {
     /// Alerts in the answer: the one page, or the whole nextLink chain.
     pub count: usize,
     /// The `$top` asked for.
@@ -60,11 +60,11 @@ pub struct Answered {
 
 /// A source's rule: does an answer whose last page had no nextLink prove that
 /// its window held nothing more?
-pub type IsComplete = fn(Answered) -> bool;
+pub(crate) type IsComplete = fn(Answered) -> bool;
 
 /// What a read answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// The page may be a subset of the window: nothing of it was taken.
     Withheld(FullPage),
     /// The page (and its chain, if any) was taken.
@@ -73,7 +73,7 @@ pub enum Answer {
 
 /// What a withheld page says about where its alerts are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FullPage {
+pub(crate) struct FullPage {
     /// Its newest update time.
     pub newest: Option<Timestamp>,
     /// An instant that holds half the page or more.
@@ -83,7 +83,7 @@ pub struct FullPage {
 impl FullPage {
     /// Reads the facts off the update times of a page of `count` alerts
     /// (alerts without a parseable time are counted but not placed).
-    pub fn from_times(count: usize, times: impl IntoIterator<Item = Timestamp>) -> Self {
+    pub(crate) fn from_times(count: usize, times: impl IntoIterator<Item = Timestamp>) -> Self {
         let mut per_instant: HashMap<Timestamp, usize> = HashMap::new();
         for at in times {
             *per_instant.entry(at).or_default() += 1;
@@ -100,7 +100,7 @@ impl FullPage {
 
 /// What the planner made of an answer (for the caller's log lines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// The window is read; the next read (if any) is another window.
     Complete,
     /// A window split in two at `mid`.
@@ -115,7 +115,7 @@ pub enum Step {
 
 /// Why the plan cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
+pub(crate) enum PlanError {
     /// The same instant answered a full page `pages` times: `$skip` is ignored.
     #[error(
         "the API returned {pages} full pages for the one instant {at}: it seems to ignore $skip"
@@ -142,7 +142,7 @@ enum Asked {
 /// Plans the reads of one poll: [`next`](Self::next) hands out a read,
 /// [`answer`](Self::answer) takes what it returned.
 #[derive(Debug)]
-pub struct Planner {
+pub(crate) struct Planner {
     top: u32,
     is_complete: IsComplete,
     pending: VecDeque<Window>,
@@ -153,7 +153,7 @@ pub struct Planner {
 
 impl Planner {
     /// A plan for `[lower, ∞)` at `top` alerts a page.
-    pub fn new(lower: Timestamp, top: u32, is_complete: IsComplete) -> Self {
+    pub(crate) fn new(lower: Timestamp, top: u32, is_complete: IsComplete) -> Self {
         Planner {
             top,
             is_complete,
@@ -168,7 +168,7 @@ impl Planner {
 
     /// A plan for `[lower, upper)` (the audit's range; `upper = None` is
     /// open-ended, as a poll's plan is).
-    pub fn between(
+    pub(crate) fn between(
         lower: Timestamp,
         upper: Option<Timestamp>,
         top: u32,
@@ -182,14 +182,9 @@ impl Planner {
         plan
     }
 
-    /// The `$top` of every read.
-    pub fn top(&self) -> u32 {
-        self.top
-    }
-
     /// The next read, or `None` when everything from `lower` up to `now` has
     /// been read. Call [`answer`](Self::answer) before asking again.
-    pub fn next(&mut self, now: Timestamp) -> Option<Read> {
+    pub(crate) fn next(&mut self, now: Timestamp) -> Option<Read> {
         if let Some(Asked::Instant { at, skip, .. }) = self.asked {
             return Some(self.instant_read(at, skip));
         }
@@ -262,7 +257,7 @@ impl Planner {
     }
 
     /// Takes the answer to the read [`next`](Self::next) handed out last.
-    pub fn answer(&mut self, answer: Answer, now: Timestamp) -> Result<Step, PlanError> {
+    pub(crate) fn answer(&mut self, answer: Answer, now: Timestamp) -> Result<Step, PlanError> {
         let Some(asked) = self.asked.take() else {
             return Ok(Step::Complete);
         };

@@ -264,6 +264,7 @@ pub(crate) struct Page {
 }
 
 impl AlertSet {
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.alerts.len()
     }
@@ -291,6 +292,7 @@ impl AlertSet {
         Ok(id)
     }
 
+    #[cfg(test)]
     pub(crate) fn insert_graph_value(&mut self, v: &Value) -> Result<String, AlertError> {
         let s = Stored::from_graph_value(v)?;
         let id = s.id.to_string();
@@ -442,6 +444,7 @@ impl AlertSet {
     }
 
     /// The versions `/api/alerts` could ever serve (no Graph-only ones).
+    #[cfg(test)]
     pub(crate) fn versions(&self) -> Vec<(String, String)> {
         self.versions
             .iter()

@@ -37,7 +37,7 @@ impl ServiceSource {
     ];
 
     /// Graph's spelling, as in `serviceSource eq '…'`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ServiceSource::DefenderForEndpoint => "microsoftDefenderForEndpoint",
             ServiceSource::DefenderForOffice365 => "microsoftDefenderForOffice365",

@@ -31,7 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::watch;
 
-pub use alerts::AlertError;
+pub(crate) use alerts::AlertError;
 pub use client::ClientConfig;
 pub use faults::Faults;
 pub use graph::ServiceSource;
@@ -91,7 +91,7 @@ impl Latency {
 
 /// Which alerts API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Api {
+pub(crate) enum Api {
     /// `GET /api/alerts`, tokens with `aud` `https://api.securitycenter.microsoft.com`.
     Mde,
     /// `GET /v1.0/security/alerts_v2`, tokens with `aud` `https://graph.microsoft.com`.
@@ -174,12 +174,13 @@ impl SimTenant {
 
     /// A tenant with both `Alert.Read.All` and `SecurityAlert.Read.All`: a
     /// tenant moving from MDE to Graph.
-    pub fn both(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
+    #[cfg(test)]
+    pub(crate) fn both(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
         Self::consented(tenant_id, client_id)
             .with_roles(&["Alert.Read.All", "SecurityAlert.Read.All"])
     }
 
-    pub fn with_roles(mut self, roles: &[&str]) -> Self {
+    pub(crate) fn with_roles(mut self, roles: &[&str]) -> Self {
         self.roles = roles.iter().map(|r| (*r).to_owned()).collect();
         self
     }
@@ -189,7 +190,7 @@ impl SimTenant {
 /// `updates` existing ones change, stamped about now; a `late_fraction` of the
 /// new ones arrive late, stamped up to `max_late` in the past.
 #[derive(Debug, Clone)]
-pub struct Activity {
+pub(crate) struct Activity {
     pub every: Duration,
     pub new: u32,
     pub updates: u32,
@@ -358,7 +359,7 @@ impl Simulator {
     }
 
     /// Serves on `addr`, on the current tokio runtime (panics outside one).
-    pub fn start_on(addr: SocketAddr, opts: SimOptions) -> std::io::Result<Simulator> {
+    pub(crate) fn start_on(addr: SocketAddr, opts: SimOptions) -> std::io::Result<Simulator> {
         let std_listener = std::net::TcpListener::bind(addr)?;
         std_listener.set_nonblocking(true)?;
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
@@ -438,7 +439,8 @@ impl Simulator {
 
     /// Grants or revokes a tenant's consent to an app (tokens already issued
     /// stay valid until they expire, as in Entra).
-    pub fn set_consent(&self, tenant_id: &str, client_id: &str, consented: bool) {
+    #[cfg(test)]
+    pub(crate) fn set_consent(&self, tenant_id: &str, client_id: &str, consented: bool) {
         if let Some(t) = write(&self.shared().tenants).get_mut(&tenant_id.to_ascii_lowercase()) {
             t.consented_apps.retain(|c| c != client_id);
             if consented {
@@ -550,7 +552,8 @@ impl Simulator {
     /// `unknown`) feed the filter; its text is served verbatim, except that an
     /// evolvable `serviceSource` / `detectionSource` is masked as
     /// `unknownFutureValue` to a caller without the Prefer header.
-    pub fn insert_graph_alert(
+    #[cfg(test)]
+    pub(crate) fn insert_graph_alert(
         &self,
         tenant_id: &str,
         alert: serde_json::Value,
@@ -611,7 +614,8 @@ impl Simulator {
 
     /// Every `(id, lastUpdateTime)` `/api/alerts` ever made visible, in order,
     /// times as written (alerts only Graph has are not in it).
-    pub fn versions(&self, tenant_id: &str) -> Vec<(String, String)> {
+    #[cfg(test)]
+    pub(crate) fn versions(&self, tenant_id: &str) -> Vec<(String, String)> {
         read(&self.shared().alerts)
             .get(tenant_id)
             .map(|s| s.versions())
@@ -626,14 +630,15 @@ impl Simulator {
             .unwrap_or_default()
     }
 
-    pub fn alert_count(&self, tenant_id: &str) -> usize {
+    #[cfg(test)]
+    pub(crate) fn alert_count(&self, tenant_id: &str) -> usize {
         read(&self.shared().alerts)
             .get(tenant_id)
             .map_or(0, |s| s.len())
     }
 
     /// Creates and updates alerts in the background until shutdown.
-    pub fn spawn_activity(
+    pub(crate) fn spawn_activity(
         &self,
         tenant_id: &str,
         activity: Activity,
@@ -657,7 +662,7 @@ impl Simulator {
     /// As [`Simulator::spawn_activity`], but each new alert is of one of
     /// `sources` at random (empty = every Defender product, MDE included): the
     /// live feed of a tenant read through Graph. Updates touch any alert.
-    pub fn spawn_graph_activity(
+    pub(crate) fn spawn_graph_activity(
         &self,
         tenant_id: &str,
         activity: Activity,

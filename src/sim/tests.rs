@@ -1420,7 +1420,7 @@ async fn a_retired_mde_api_answers_404_or_410_naming_the_retirement() {
 async fn latency_is_a_fixed_cost_plus_a_cost_per_alert_and_blocks_nothing() {
     let sim = graph_sim(SimOptions {
         latency: Latency {
-            fixed: Duration::from_millis(400),
+            fixed: Duration::from_secs(1),
             per_alert: Duration::ZERO,
         },
         ..SimOptions::default()
@@ -1429,7 +1429,8 @@ async fn latency_is_a_fixed_cost_plus_a_cost_per_alert_and_blocks_nothing() {
     sim.generate_alerts(T1, 100, from, from.saturating_add(Duration::from_secs(60)));
     let mtok = token_for(&sim, T1).await;
     let gtok = graph_token_for(&sim, T1).await;
-    // Four at once on this one-thread runtime: a blocking sleep would take 1.6 s.
+    // Four at once on this one-thread runtime: a blocking sleep would take 4 s;
+    // the margin is for a loaded machine.
     let t0 = std::time::Instant::now();
     let (a, b, c, d) = tokio::join!(
         list(&sim, &mtok, "?$top=1"),
@@ -1439,9 +1440,9 @@ async fn latency_is_a_fixed_cost_plus_a_cost_per_alert_and_blocks_nothing() {
     );
     let took = t0.elapsed();
     assert_eq!((a.0, b.0, c.0, d.0), (200, 200, 200, 200));
-    assert!(took >= Duration::from_millis(400), "{took:?}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
     assert!(
-        took < Duration::from_millis(1200),
+        took < Duration::from_millis(3500),
         "answers overlap: {took:?}"
     );
 

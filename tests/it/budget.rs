@@ -52,7 +52,7 @@ async fn a_backfill_is_spread_by_the_budget_not_throttled_by_the_server() {
     let budget =
         CallBudget::with_windows((6, Duration::from_secs(1)), (20, Duration::from_secs(3)));
     // The poller `run` builds, on a faster clock's budget.
-    let poll = tenant_poll(&http, tenant, Arc::new(budget)).expect("the credential loads");
+    let poll = tenant_poll(&http, tenant, Arc::new(budget));
 
     let started = Instant::now();
     let report = poll_tenant(&env, &poll, &CancellationToken::new())

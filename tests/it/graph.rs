@@ -140,7 +140,7 @@ async fn a_backfill_with_alerts_updated_while_it_pages_loses_none_and_repeats_no
     let env = mde_poller::daemon::open_env(&settings).await.unwrap();
     let http = mde_poller::http::client(&settings.http, settings.poll.timeout).unwrap();
     let tenant = &settings.tenants[0];
-    let poll = tenant_poll(&http, tenant, Arc::new(budget_for(AlertSource::Graph))).unwrap();
+    let poll = tenant_poll(&http, tenant, Arc::new(budget_for(AlertSource::Graph)));
 
     // 50 alerts, spread over the whole back-fill, updated while it pages:
     // each time the poll has made a few more requests, a few more change.
