@@ -50,6 +50,9 @@
 //! without a link above are private.
 
 #![warn(unreachable_pub)]
+// The docs are for the people who work on the daemon, built with
+// `cargo doc --document-private-items`: linking a private item is the point.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod api;
 pub mod audit;

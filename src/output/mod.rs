@@ -3,11 +3,11 @@
 //! appended file ([`Sink`]) that SIEM shippers tail.
 //!
 //! The [`Emitter`] is the one stream all tenants share; a poll writes a page
-//! through a [`PageWriter`], which holds that stream and its format for the
+//! through a [`PageWriter`](emitter::PageWriter), which holds that stream and its format for the
 //! whole page.
 //!
 //! The output never sees tokens or the database: `poll` hands it records and
-//! records as emitted only what [`PageWriter::finish`] returned `Ok` for.
+//! records as emitted only what [`PageWriter::finish`](emitter::PageWriter::finish) returned `Ok` for.
 
 mod ecs;
 mod emitter;
