@@ -20,9 +20,10 @@
 //! each interval of the wall clock (a hash of its tenant id), so 5,000
 //! tenants at 5 minutes are about 17 a second instead of 5,000 in one, and a
 //! tenant keeps its offset across restarts and reloads. A tenant polled out
-//! of its phase (at start-up, when added or changed) is next polled at its
-//! first phase slot at least half an interval later: never twice within
-//! half an interval, never more than one and a half intervals apart.
+//! of its phase (at start-up, when added or changed, after a `[poll]`
+//! change) is next polled at its first phase slot at least half an interval
+//! later: never twice within half an interval, never more than one and a
+//! half intervals apart.
 //!
 //! Tokio-cron-scheduler starts a job again while its previous run still
 //! goes; here a tenant holds a lock for the length of its poll, and a tenant
@@ -228,22 +229,29 @@ impl<T: Clone> Table<T> {
         self.tenants.get(id).map(|d| &d.tenant)
     }
 
-    /// A new plan (`[poll]` changed): every tenant takes its phase on the
-    /// new interval, from its next slot after `now`, without a poll now.
-    fn replan(&mut self, plan: Plan, now: Instant) {
+    /// A new plan (`[poll]` changed): as at start-up, every tenant is
+    /// polled now (returned) and takes its phase on the new interval from
+    /// its first slot at least half an interval on.
+    fn replan(&mut self, plan: Plan, now: Instant) -> Vec<T> {
         self.plan = plan;
         self.slots.clear();
-        for (id, due) in &mut self.tenants {
-            match plan {
-                Plan::Every(interval) => {
-                    due.phase = phase(id, interval);
-                    let at = self.grid.next_slot(due.phase, interval, now);
-                    due.next = Some(at);
-                    self.slots.insert((at, Arc::clone(id)));
-                }
-                Plan::OnTheClock => due.next = None,
+        let mut all = Vec::with_capacity(self.tenants.len());
+        let ids: Vec<Arc<str>> = self.tenants.keys().cloned().collect();
+        for id in ids {
+            let phase = match plan {
+                Plan::Every(interval) => phase(&id, interval),
+                Plan::OnTheClock => Duration::ZERO,
+            };
+            let next = self.handover(phase, now);
+            let due = self.tenants.get_mut(&id).expect("a listed tenant");
+            due.phase = phase;
+            due.next = next;
+            all.push(due.tenant.clone());
+            if let Some(at) = next {
+                self.slots.insert((at, id));
             }
         }
+        all
     }
 
     /// The tenants whose slot has come by `now`, earliest first; each gets
@@ -274,7 +282,6 @@ impl<T: Clone> Table<T> {
     fn all(&self) -> Vec<T> {
         self.tenants.values().map(|d| d.tenant.clone()).collect()
     }
-
 }
 
 struct Inner {
@@ -396,21 +403,26 @@ impl Scheduler {
         let rebuild = settings.poll.timeout != self.poll_settings.timeout;
         if poll_changed {
             if settings.poll.schedule != self.poll_settings.schedule {
-                self.replace_cron(settings.poll.schedule.as_deref())
-                    .await?;
+                self.replace_cron(settings.poll.schedule.as_deref()).await?;
             }
             *self.inner.permits.write().expect("permits lock") =
                 Arc::new(Semaphore::new(settings.poll.concurrency.max(1)));
             self.inner.env.write().expect("env lock").settings = settings.poll.clone();
             self.poll_settings = settings.poll.clone();
-            // Every tenant's slot may have moved: one line of log rather
-            // than a `tenant_added` per tenant, and no poll of all at once.
-            self.inner
+            // Every tenant's slot may have moved: each is polled now, as at
+            // start-up (bounded by the new concurrency), then at its phase on
+            // the new interval; one line of log rather than a `tenant_added`
+            // per tenant.
+            let all = self
+                .inner
                 .table
                 .lock()
                 .expect("table lock")
                 .replan(Plan::of(&settings.poll), Instant::now());
             events::poll_settings_changed(settings.enabled_tenants().count());
+            for runtime in all {
+                self.inner.enqueue(runtime);
+            }
         }
         self.apply_tenants(settings, false, rebuild);
         Ok(())
@@ -575,9 +587,11 @@ impl Inner {
             table: Mutex::new(Table::new(Plan::of(&settings.poll), Grid::now())),
             queue: Mutex::new(Some(queue)),
         });
-        inner
-            .tracker
-            .spawn(dispatch(Arc::downgrade(&inner), queued, inner.cancel.clone()));
+        inner.tracker.spawn(dispatch(
+            Arc::downgrade(&inner),
+            queued,
+            inner.cancel.clone(),
+        ));
         Ok(inner)
     }
 
@@ -1067,7 +1081,7 @@ mod phase_tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_new_interval_moves_every_tenant_to_its_phase_without_a_poll_now() {
+    async fn a_new_interval_polls_every_tenant_now_then_at_its_new_phase() {
         let t0 = Instant::now();
         let grid = Grid::at(t0, 0);
         let mut table = Table::new(Plan::Every(MIN5), grid);
@@ -1076,18 +1090,18 @@ mod phase_tests {
         }
         let minute = Duration::from_secs(60);
         let now = t0 + Duration::from_secs(30);
-        table.replan(Plan::Every(minute), now);
-        assert!(table.take_due(now).is_empty(), "nobody is polled at once");
+        assert_eq!(table.replan(Plan::Every(minute), now).len(), 100);
+        assert!(table.take_due(now).is_empty(), "no second poll now");
         for id in ids(100) {
             let next = table.tenants[id.as_str()].next.unwrap();
-            assert!(next > now && next <= now + minute);
+            assert!(next >= now + minute / 2 && next < now + minute * 3 / 2);
             assert_eq!(
                 wall_ms(&grid, next) % 60_000,
                 phase(&id, minute).as_millis() as u64
             );
         }
         // On the clock: no slots, the cron job makes everyone due.
-        table.replan(Plan::OnTheClock, now);
+        assert_eq!(table.replan(Plan::OnTheClock, now).len(), 100);
         assert!(table.take_due(now + MIN5).is_empty());
         assert_eq!(table.all().len(), 100);
     }

@@ -1,9 +1,12 @@
 //! When polls happen: on a cron schedule as well as an interval, never two
-//! polls of one tenant at once.
+//! polls of one tenant at once, and spread over the interval by each
+//! tenant's phase.
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mde_poller::sim::Faults;
+use nix::sys::signal::Signal;
 
 use crate::common::*;
 
@@ -152,4 +155,103 @@ async fn a_long_retry_after_does_not_hold_a_concurrency_slot() {
         1,
         "no call while the Retry-After holds: {calls:?}"
     );
+}
+
+/// Each tenant's alerts requests, as Unix milliseconds, by tenant id.
+fn polls_by_tenant(w: &World) -> HashMap<String, Vec<u64>> {
+    let mut by: HashMap<String, Vec<u64>> = HashMap::new();
+    for r in w.sim.requests() {
+        if r.kind != mde_poller::sim::RequestKind::Alerts {
+            continue;
+        }
+        if let Some(t) = r.tenant_id {
+            let ms = r.at.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+            by.entry(t).or_default().push(ms);
+        }
+    }
+    for v in by.values_mut() {
+        v.sort_unstable();
+    }
+    by
+}
+
+/// How far `a` is from `b` on a circle of `span` (offsets into an interval).
+fn circular(a: u64, b: u64, span: u64) -> u64 {
+    let d = (a + span - b % span) % span;
+    d.min(span - d)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_start_up_poll_each_tenant_keeps_its_own_phase_across_a_reload() {
+    const INTERVAL_MS: u64 = 6000;
+    let mut w = World::new().await;
+    let names: Vec<String> = (0..12).map(|i| format!("t{i:02}")).collect();
+    let ids: Vec<String> = names.iter().map(|n| w.tenant(n)).collect();
+    let extra = w.tenant("late");
+    let poll = "interval = \"6s\"\nfirst_lookback = \"1h\"";
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let config = w.config_for(poll, &all);
+    let started = SystemTime::now();
+    let mut d = w.daemon(&config);
+    let within = Duration::from_secs(60);
+    wait_until("three polls of every tenant", within, || {
+        let by = polls_by_tenant(&w);
+        ids.iter().all(|t| by.get(t).is_some_and(|v| v.len() >= 3))
+    })
+    .await;
+    // A reload that adds a tenant moves nobody else.
+    let mut with_late = all.clone();
+    with_late.push("late");
+    w.config_for(poll, &with_late);
+    d.signal(Signal::SIGHUP);
+    d.wait_for_events("reloaded", 1, within, |_| true).await;
+    let before: HashMap<String, usize> = polls_by_tenant(&w)
+        .into_iter()
+        .map(|(t, v)| (t, v.len()))
+        .collect();
+    wait_until(
+        "two more polls of every tenant after the reload",
+        within,
+        || {
+            let by = polls_by_tenant(&w);
+            ids.iter().all(|t| by[t].len() >= before[t] + 2) && by.contains_key(&extra)
+        },
+    )
+    .await;
+    d.stop().await;
+
+    let by = polls_by_tenant(&w);
+    let t0 = started.duration_since(UNIX_EPOCH).unwrap().as_millis() as u64;
+    let mut offsets = Vec::new();
+    for t in &ids {
+        let polls = &by[t];
+        // Polled right at start-up (a dozen tenants take well under 10 s).
+        assert!(
+            polls[0] - t0 < 10_000,
+            "{t}: first poll {} ms after start",
+            polls[0] - t0
+        );
+        // Never twice within a few seconds: the hand-over waits for the
+        // phase at least half an interval on, and a slot comes once.
+        for pair in polls.windows(2) {
+            assert!(pair[1] - pair[0] >= 2000, "{t}: polls {pair:?} too close");
+        }
+        // After the start-up poll, always at the same offset into the
+        // interval (within the ticker's second and some load), before the
+        // reload and after it.
+        let steady = &polls[1..];
+        let phase = steady[0] % INTERVAL_MS;
+        for at in steady {
+            let off = circular(*at, phase, INTERVAL_MS);
+            assert!(
+                off <= 2500,
+                "{t}: a poll {off} ms off its phase: {steady:?}"
+            );
+        }
+        offsets.push(phase / 1000);
+    }
+    // Spread over the interval, not all in one second as one job per
+    // tenant did.
+    let seconds: HashSet<u64> = offsets.into_iter().collect();
+    assert!(seconds.len() >= 3, "phases of 12 tenants in {seconds:?}");
 }
