@@ -33,6 +33,20 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// second) older than this a stall.
 const HEALTHZ_STALE_AFTER: Duration = Duration::from_secs(30);
 
+/// Threads for blocking work: SQLite (one connection behind a lock, so more
+/// would only wait for it), file writes and DNS. Tokio's default of 512 let
+/// thousands of steady tenants keep dozens of threads alive, each with its
+/// stack and malloc arena resident (docs/SCALE.md).
+const BLOCKING_THREADS: usize = 4;
+
+/// The runtime every command runs on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+}
+
 /// Opens the store and the output named by `settings`.
 pub async fn open_env(settings: &Settings) -> anyhow::Result<PollEnv> {
     let path = settings.store.path.clone();

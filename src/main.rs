@@ -12,8 +12,17 @@ use mde_poller::{commands, config, daemon, logging};
 /// EX_CONFIG from sysexits.h: systemd's RestartPreventExitStatus keys on it.
 const EX_CONFIG: u8 = 78;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    match daemon::runtime() {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => exit(
+            Err(anyhow::Error::from(e).context("starting the runtime")),
+            false,
+        ),
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Run = cli.command {
         // Before the config is read: a SIGHUP this early is not fatal.
