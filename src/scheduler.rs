@@ -986,8 +986,9 @@ mod phase_tests {
     #[test]
     fn a_slot_is_the_phase_into_an_interval_of_the_wall_clock() {
         let t0 = Instant::now();
-        // 10:00:07.5 on some day: 7.5 s into a 5-minute interval.
-        let wall = 1_800_000_000_000 - 1_800_000_000_000 % 300_000 + 7_500;
+        // 7.5 s into a 5-minute interval of the wall clock (1.8e12 ms
+        // since the epoch is a multiple of 5 minutes).
+        let wall = 1_800_000_000_000 + 7_500;
         let grid = Grid::at(t0, wall);
         let phase = Duration::from_secs(60);
         let next = grid.next_slot(phase, MIN5, t0);
@@ -1076,7 +1077,7 @@ mod phase_tests {
                 assert_eq!(table.tenants[id.as_str()].next, before[i], "{id}");
             }
         }
-        assert!(!table.slots.iter().any(|(_, id)| &**id == ids(50)[7]));
+        assert!(!table.slots.iter().any(|(_, id)| **id == ids(50)[7]));
         assert_eq!(table.slots.len(), 50);
     }
 
