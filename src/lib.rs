@@ -4,21 +4,40 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: figment layering, validation (exit 78), cloud presets, secrets;
-//!   certificates and the CA bundle parsed once, at load.
-//! - [`auth`]: one client-credentials token per tenant (secret or certificate),
-//!   cached and single-flight; AADSTS errors with operator hints; claim decoding.
-//! - [`api`]: the alerts API: OData filter text, time-windowed paging, error
-//!   mapping, retries, and the per-tenant call budget ([`ratelimit`]).
-//! - [`poll`]: one poll of one tenant: windows → fetch → dedup → emit → commit.
-//! - [`scheduler`]: one tokio-cron-scheduler ticker over a table of due
-//!   times, each tenant at its own phase of the interval; no overlap, a
-//!   concurrency bound, and the reload diff.
-//! - [`store`]: SQLite: migrations, versions emitted, cursors, poll history.
-//! - [`output`]: the NDJSON sink (stdout or an appended file) and formats.
-//! - [`daemon`]: `run()`: signals, reload, sd_notify, shutdown as a parameter.
-//! - `sim`: the simulator of Entra ID + the alerts API used by the tests,
-//!   `mde-poller demo` and the benchmark; with `demo`, behind the cargo
+//! - `config/`: the TOML file and `MDE_POLLER_*` layered by figment
+//!   (`layers`), its raw shape (`raw`), every check with its key (`check`,
+//!   exit 78), credentials, tenants, cloud presets and the typed
+//!   [`config::Settings`]; certificates and the CA bundle are read once, here.
+//! - `auth/`: one client-credentials token per tenant (secret or certificate
+//!   assertion), cached and single-flight; claims; AADSTS errors with their
+//!   summary and hint.
+//! - `api`: the alerts APIs (MDE and Graph): OData filter text, pages,
+//!   nextLink checks, body limits, error mapping and retries; each call
+//!   counted against the tenant's `ratelimit` budget.
+//! - [`poll`]: one poll of one tenant. `poll/planner.rs` decides which time
+//!   windows to read (pure: no I/O, no clock), `poll/classify.rs` decides what
+//!   is new, an update or already emitted (pure); `poll/mod.rs` runs
+//!   fetch → dedup → emit → commit and moves the cursor.
+//! - [`scheduler`]: the tenants' schedule: one tokio-cron-scheduler ticker
+//!   over a table of due times, each tenant at its own phase of the
+//!   interval; no overlap per tenant, the `poll.concurrency` bound (`slots`:
+//!   given back while a poll only waits to retry), the reload diff;
+//!   [`scheduler::tenant_poll`] is the one constructor of a tenant's poller.
+//! - `store`: SQLite (migrations in `migrations/`): versions emitted,
+//!   cursors, poll history, budgets, audits; `storelock`: one writing process
+//!   per database.
+//! - [`output`]: the formats (raw, ECS, OCSF) and `record_id`; the emitter
+//!   that writes a page under one lock; the sink (stdout or an appended file).
+//! - [`daemon`]: `run`: signals, reload, sd_notify ([`notify`]), shutdown.
+//! - [`audit`]: the API against the store over a range (`audit` and the
+//!   daemon's self-audit), through `poll`'s reading.
+//! - [`events`]: every log line, by name and level; [`logging`]: tracing on
+//!   stderr; [`metrics`]: Prometheus counters and gauges, `/metrics`,
+//!   `/healthz`.
+//! - [`cli`] and [`commands`] (`check`, `status`, `consent-url`); [`http`]
+//!   (the one client); `backoff`; [`timestamp`] (the APIs' 100 ns times).
+//! - [`sim`]: the one simulator of Entra ID, the MDE API and Graph, used by
+//!   the tests, `demo` and the benchmarks; with `demo`, behind the cargo
 //!   feature `sim` (on by default, off in the packaged daemon).
 //!
 //! Data flows one way: config → scheduler → poll (auth, api) → output → store.

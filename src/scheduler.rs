@@ -84,7 +84,7 @@ impl Observer for () {
 /// tenant id) modulo the interval, in milliseconds. Stable across restarts
 /// and reloads for as long as the interval stays; spread evenly over the
 /// interval for any set of distinct keys.
-pub fn phase(key: &str, interval: Duration) -> Duration {
+pub(crate) fn phase(key: &str, interval: Duration) -> Duration {
     let span = interval.as_millis().clamp(1, u64::MAX as u128) as u64;
     Duration::from_millis(xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % span)
 }
@@ -94,7 +94,7 @@ pub fn phase(key: &str, interval: Duration) -> Duration {
 /// interval + phase`) in every run, while the slots themselves are tokio
 /// instants (a clock step of the wall clock moves no slot).
 #[derive(Debug, Clone, Copy)]
-pub struct Grid {
+pub(crate) struct Grid {
     origin: Instant,
     /// Milliseconds since the Unix epoch at `origin`.
     origin_wall_ms: u64,
@@ -102,7 +102,7 @@ pub struct Grid {
 
 impl Grid {
     /// The grid of this process: now on both clocks.
-    pub fn now() -> Grid {
+    pub(crate) fn now() -> Grid {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -111,7 +111,7 @@ impl Grid {
     }
 
     /// `origin` is `wall_ms` milliseconds after the Unix epoch.
-    pub fn at(origin: Instant, wall_ms: u64) -> Grid {
+    pub(crate) fn at(origin: Instant, wall_ms: u64) -> Grid {
         Grid {
             origin,
             origin_wall_ms: wall_ms,
@@ -120,7 +120,7 @@ impl Grid {
 
     /// The first instant strictly after `after` that lies `phase` into an
     /// interval of the wall clock.
-    pub fn next_slot(&self, phase: Duration, interval: Duration, after: Instant) -> Instant {
+    pub(crate) fn next_slot(&self, phase: Duration, interval: Duration, after: Instant) -> Instant {
         let span = interval.as_millis().max(1) as u64;
         let phase = phase.as_millis() as u64 % span;
         let after_ms =
@@ -921,7 +921,7 @@ fn fingerprint(t: &TenantSettings, http: &HttpSettings) -> u64 {
 /// `once`: one poll of every enabled tenant, without the ticker: the same
 /// queue and dispatcher, the same logging, `concurrency` at a time. Returns
 /// each tenant's health afterwards; a tenant `cancel` stopped stays `Pending`.
-pub async fn poll_all_once(
+pub(crate) async fn poll_all_once(
     settings: &Settings,
     env: PollEnv,
     cancel: &CancellationToken,
