@@ -22,13 +22,13 @@ use super::Record;
 pub(super) fn raw(buf: &mut Vec<u8>, rec: &Record) {
     let alert = clean_text(rec.alert.get());
     buf.extend_from_slice(b"{\"@timestamp\":\"");
-    buf.extend_from_slice(rec.timestamp.to_millis_string().as_bytes());
+    write_millis(buf, rec.timestamp);
     buf.extend_from_slice(b"\",\"type\":\"");
     buf.extend_from_slice(rec.source.record_type().as_bytes());
     buf.extend_from_slice(b"\",\"change\":\"");
     buf.extend_from_slice(rec.change.as_str().as_bytes());
     buf.extend_from_slice(b"\",\"record_id\":\"");
-    buf.extend_from_slice(key_of(rec, &alert).as_bytes());
+    buf.extend_from_slice(&key_of(rec, &alert));
     buf.extend_from_slice(b"\",\"tenant\":{\"name\":");
     write_json_str(buf, rec.tenant_name);
     buf.extend_from_slice(b",\"id\":");
@@ -36,6 +36,22 @@ pub(super) fn raw(buf: &mut Vec<u8>, rec: &Record) {
     buf.extend_from_slice(b"},\"alert\":");
     write_one_line(buf, &alert);
     buf.push(b'}');
+}
+
+/// `rec.timestamp` with millisecond precision. Every record of a page has
+/// the same one, so the text is kept from the previous call of the thread.
+fn write_millis(buf: &mut Vec<u8>, at: crate::timestamp::Timestamp) {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
+    }
+    LAST.with_borrow_mut(|(ticks, text)| {
+        if *ticks != at.ticks() {
+            *text = at.to_millis_string();
+            *ticks = at.ticks();
+        }
+        buf.extend_from_slice(text.as_bytes());
+    });
 }
 
 /// The idempotency key of a record: the same for every emission of the same
@@ -51,16 +67,21 @@ fn record_id(
     alert_id: Option<&str>,
     updated_ticks: Option<i64>,
     alert_text: &str,
-) -> String {
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"mde-poller record v1\0");
-    h.update(tenant_id.to_ascii_lowercase().as_bytes());
+    if tenant_id.bytes().any(|b| b.is_ascii_uppercase()) {
+        h.update(tenant_id.to_ascii_lowercase().as_bytes());
+    } else {
+        h.update(tenant_id.as_bytes());
+    }
     h.update(b"\0");
     match (alert_id, updated_ticks) {
         (Some(id), Some(ticks)) => {
             h.update(id.as_bytes());
             h.update(b"\0");
-            h.update(ticks.to_string().as_bytes());
+            let mut digits = [0u8; 20];
+            h.update(decimal(ticks, &mut digits));
         }
         _ => {
             h.update(b"text\0");
@@ -68,21 +89,61 @@ fn record_id(
         }
     }
     let digest = h.finalize();
-    let mut out = String::with_capacity(32);
-    for b in &digest[..16] {
-        out.push_str(&format!("{b:02x}"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (pair, b) in out.chunks_exact_mut(2).zip(&digest[..16]) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
     out
 }
 
-/// The record's idempotency key (see [`record_id`]).
-pub(super) fn record_id_of(rec: &Record) -> String {
-    key_of(rec, &clean_text(rec.alert.get()))
+/// `n` in decimal, as `i64::to_string` writes it, without allocating.
+fn decimal(n: i64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
 }
 
-/// Only `id` and the update time are read (cheap enough for raw's hot
-/// path), the same way for every format so that the keys agree.
-fn key_of(rec: &Record, alert: &str) -> String {
+/// The record's idempotency key (see [`record_id`]).
+pub(super) fn record_id_of(rec: &Record) -> String {
+    let key = match usable(rec) {
+        Some((id, ticks)) => record_id(rec.tenant_id, Some(id), Some(ticks), ""),
+        None => key_from_text(rec, &clean_text(rec.alert.get())),
+    };
+    // Hex digits only.
+    String::from_utf8_lossy(&key).into_owned()
+}
+
+/// The id and update time the caller read, when they make a key.
+fn usable<'a>(rec: &Record<'a>) -> Option<(&'a str, i64)> {
+    rec.version
+        .filter(|v| !v.id.is_empty())
+        .map(|v| (v.id, v.updated.ticks()))
+}
+
+fn key_of(rec: &Record, alert: &str) -> [u8; 32] {
+    match usable(rec) {
+        Some((id, ticks)) => record_id(rec.tenant_id, Some(id), Some(ticks), alert),
+        None => key_from_text(rec, alert),
+    }
+}
+
+/// Only `id` and the update time are read, the same way for every format
+/// so that the keys agree (and agree with what the poll read, `usable`).
+fn key_from_text(rec: &Record, alert: &str) -> [u8; 32] {
     // Unexpected types (a numeric id, a null time) must not lose the key.
     #[derive(serde::Deserialize)]
     struct Loose<'a> {
@@ -129,7 +190,7 @@ pub(super) fn write_json_str(buf: &mut Vec<u8>, s: &str) {
 /// Everything else is untouched, byte for byte.
 pub(super) fn clean_text(json: &str) -> Cow<'_, str> {
     let b = json.as_bytes();
-    if !b.windows(2).any(|w| w == b"\\u") {
+    if memchr::memmem::find(b, b"\\u").is_none() {
         return Cow::Borrowed(json);
     }
     let hex4 = |at: usize| -> Option<u16> {
@@ -193,7 +254,7 @@ pub(super) fn clean_text(json: &str) -> Cow<'_, str> {
 /// (a parse into `Value` and back would reorder and re-spell them).
 pub(super) fn write_one_line(buf: &mut Vec<u8>, json: &str) {
     let bytes = json.as_bytes();
-    if !bytes.iter().any(|&b| b == b'\n' || b == b'\r') {
+    if memchr::memchr2(b'\n', b'\r', bytes).is_none() {
         buf.extend_from_slice(bytes);
         return;
     }
@@ -229,7 +290,8 @@ pub(super) fn write_one_line(buf: &mut Vec<u8>, json: &str) {
 /// nesting inside a serde document.
 pub(super) fn one_line(alert: &RawValue) -> Cow<'_, RawValue> {
     let text = clean_text(alert.get());
-    if matches!(text, Cow::Borrowed(_)) && !text.bytes().any(|b| b == b'\n' || b == b'\r') {
+    if matches!(text, Cow::Borrowed(_)) && memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_none()
+    {
         return Cow::Borrowed(alert);
     }
     let mut compact = Vec::with_capacity(text.len());
@@ -294,6 +356,7 @@ mod tests {
     use super::*;
     use crate::config::OutputFormat;
     use crate::output::ecs::ECS_VERSION;
+    use crate::output::AlertVersion;
     use crate::output::{render, AlertSource, Change};
     use crate::timestamp::Timestamp;
 
@@ -339,6 +402,7 @@ mod tests {
             tenant_name: name,
             tenant_id: TENANT_ID,
             alert,
+            version: None,
         };
         let mut buf = Vec::new();
         render(&mut buf, format, &rec).unwrap();
@@ -637,5 +701,87 @@ mod tests {
         assert_eq!(v["severity_id"], 0);
         let v = parsed(&line(OutputFormat::Ecs, Change::New, "contoso", &alert));
         assert_eq!(v["event"]["severity"], 0);
+    }
+
+    /// The poll hands over the id and update time it read; every format's
+    /// `record_id` must be the one the alert itself gives, or a record's key
+    /// would depend on who rendered it.
+    #[test]
+    fn a_record_id_from_the_polls_reading_is_the_alerts_own() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let mut cases: Vec<(AlertSource, String)> = Vec::new();
+        for (source, file) in [(AlertSource::Mde, "mde"), (AlertSource::Graph, "graph")] {
+            let text = std::fs::read_to_string(format!("{dir}/{file}/alerts.json")).unwrap();
+            let list: Vec<Value> = serde_json::from_str(&text).unwrap();
+            cases.extend(list.iter().map(|v| (source, v.to_string())));
+        }
+        cases.push((
+            AlertSource::Mde,
+            r#"{"id":"d\u0061\u00e9","lastUpdateTime":"2021-01-26T20:33:59.2000000Z"}"#.into(),
+        ));
+        cases.push((
+            AlertSource::Graph,
+            r#"{"lastUpdateDateTime":"2021-01-26T20:33:59Z","id":"g1","title":"\ud800"}"#.into(),
+        ));
+        let mut checked = 0;
+        for (source, text) in &cases {
+            let alert = raw_value(text);
+            // As the poll reads them: borrowed or decoded strings.
+            #[derive(serde::Deserialize)]
+            struct Key<'a> {
+                #[serde(borrow)]
+                id: Option<Cow<'a, str>>,
+                #[serde(borrow, rename = "lastUpdateTime")]
+                mde: Option<Cow<'a, str>>,
+                #[serde(borrow, rename = "lastUpdateDateTime")]
+                graph: Option<Cow<'a, str>>,
+            }
+            // One the poll refuses (a numeric id) is never rendered.
+            let Ok(key) = serde_json::from_str::<Key>(text) else {
+                continue;
+            };
+            let updated = match source {
+                AlertSource::Mde => key.mde,
+                AlertSource::Graph => key.graph,
+            };
+            let (Some(id), Some(Ok(updated))) = (key.id, updated.map(|u| Timestamp::parse(&u)))
+            else {
+                continue;
+            };
+            let id = &*id;
+            checked += 1;
+            for tenant_id in [TENANT_ID, "AAAAAAAA-1111-1111-1111-111111111111"] {
+                let rec = |version| Record {
+                    timestamp: Timestamp::parse("2026-11-26T20:00:00Z").unwrap(),
+                    change: Change::New,
+                    source: *source,
+                    tenant_name: "contoso",
+                    tenant_id,
+                    alert: &alert,
+                    version,
+                };
+                let read = rec(Some(AlertVersion { id, updated }));
+                for format in [OutputFormat::Raw, OutputFormat::Ecs, OutputFormat::Ocsf] {
+                    let (mut given, mut own) = (Vec::new(), Vec::new());
+                    render(&mut given, format, &read).unwrap();
+                    render(&mut own, format, &rec(None)).unwrap();
+                    assert_eq!(
+                        String::from_utf8_lossy(&given),
+                        String::from_utf8_lossy(&own),
+                        "{format:?} {text}"
+                    );
+                }
+                assert_eq!(record_id_of(&read), record_id_of(&rec(None)));
+            }
+        }
+        assert!(checked >= cases.len() / 2, "{checked} of {}", cases.len());
+    }
+
+    #[test]
+    fn decimal_writes_what_to_string_writes() {
+        for n in [0, 7, -7, 10, 639_000_000_000_000_000, i64::MAX, i64::MIN] {
+            let mut buf = [0u8; 20];
+            assert_eq!(decimal(n, &mut buf), n.to_string().as_bytes());
+        }
     }
 }

@@ -72,6 +72,17 @@ impl AlertSource {
     }
 }
 
+/// An alert's id and update time as the poll already read them from the
+/// alert, so that rendering computes the record's `record_id` without
+/// reading the alert a second time (the back-fill's hot path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertVersion<'a> {
+    /// The alert's `id`, decoded.
+    pub id: &'a str,
+    /// Its `lastUpdateTime` (MDE) or `lastUpdateDateTime` (Graph).
+    pub updated: Timestamp,
+}
+
 /// One alert version to emit.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
@@ -85,6 +96,9 @@ pub struct Record<'a> {
     pub tenant_id: &'a str,
     /// The alert object as the API returned it.
     pub alert: &'a RawValue,
+    /// Its id and update time when the caller has read them already (they
+    /// must be the alert's own); `None`: the output reads them itself.
+    pub version: Option<AlertVersion<'a>>,
 }
 
 /// Appends `rec` in `format` to `buf` as exactly one line ending in `\n`.

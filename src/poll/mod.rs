@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AlertsApi, PageBody, Query};
 use crate::backoff::Backoff;
 use crate::config::PollSettings;
-use crate::output::{AlertSource, Record};
+use crate::output::{AlertSource, AlertVersion, Record};
 use crate::store::{Cursor, EmittedVersion, PollOutcome, Store};
 use crate::timestamp::Timestamp;
 
@@ -674,6 +674,8 @@ struct AlertKey<'a> {
 struct Parsed<'a> {
     raw: &'a serde_json::value::RawValue,
     id: Cow<'a, str>,
+    /// `id` is the alert's own (not its content standing in).
+    has_id: bool,
     last_update: Option<(Timestamp, Cow<'a, str>)>,
     hash: u64,
 }
@@ -697,6 +699,7 @@ fn handle_page(
             .map_err(|e| PageError::Malformed(format!("an alert that is not an object: {e}")))?;
         // An alert without an id cannot be matched to its earlier versions:
         // its content stands in, so an identical one is still emitted once.
+        let has_id = key.id.is_some();
         let id = key
             .id
             .unwrap_or_else(|| Cow::Owned(format!("content-{hash:016x}")));
@@ -708,6 +711,7 @@ fn handle_page(
         parsed.push(Parsed {
             raw,
             id,
+            has_id,
             last_update,
             hash,
         });
@@ -798,6 +802,14 @@ fn handle_page(
             tenant_name: &ctx.tenant_name,
             tenant_id: &ctx.tenant_id,
             alert: p.raw,
+            // What was read here, so the output need not read it again.
+            version: match &p.last_update {
+                Some((updated, _)) if p.has_id => Some(AlertVersion {
+                    id: &p.id,
+                    updated: *updated,
+                }),
+                _ => None,
+            },
         };
         writer.push(&record).map_err(PageError::from)?;
         emitted_here.insert(p.id.as_ref(), incoming);

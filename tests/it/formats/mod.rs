@@ -52,6 +52,7 @@ fn line(format: OutputFormat, source: AlertSource, change: Change, alert: &RawVa
         tenant_name: "contoso",
         tenant_id: TENANT_ID,
         alert,
+        version: None,
     };
     let mut buf = Vec::new();
     render(&mut buf, format, &rec).unwrap();
@@ -525,6 +526,7 @@ fn the_record_id_names_one_version_of_one_alert_of_one_tenant() {
         tenant_name: "fabrikam",
         tenant_id: "22222222-2222-2222-2222-222222222222",
         alert: &raw,
+        version: None,
     };
     let mut buf = Vec::new();
     render(&mut buf, OutputFormat::Raw, &rec).unwrap();
@@ -569,6 +571,7 @@ fn hostile_alerts_are_rendered_never_refused() {
                     tenant_name: "contoso",
                     tenant_id: TENANT_ID,
                     alert: &raw,
+                    version: None,
                 };
                 let mut buf = Vec::new();
                 render(&mut buf, format, &rec).unwrap();
@@ -614,6 +617,7 @@ fn hostile_alerts_are_rendered_never_refused() {
             tenant_name: "contoso",
             tenant_id: TENANT_ID,
             alert: &raw,
+            version: None,
         };
         let mut buf = Vec::new();
         render(&mut buf, OutputFormat::Ocsf, &rec).unwrap();
