@@ -29,7 +29,54 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_status_budget_audit.sql"),
     include_str!("../migrations/0003_alert_source.sql"),
+    include_str!("../migrations/0004_alert_keys.sql"),
 ];
+
+/// WAL pages written before SQLite copies them back into the database (its
+/// default is 1,000). A back-fill page dirties most of its tenant's part of
+/// `alert_versions` (~1,800 pages at 100,000 alerts), so at the default every
+/// commit was followed by a checkpoint that copied it all again and synced
+/// twice; at 8,192 (32 MB of WAL) a checkpoint covers several pages' commits
+/// and copies each database page once. It changes nothing a process crash
+/// or `kill -9` can do (a commit is in the WAL); see `open` for power loss.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 8192;
+
+/// The WAL file is cut back to this size after a checkpoint, so the 32 MB
+/// a back-fill needs are not kept on disk for good.
+const WAL_SIZE_LIMIT_BYTES: i64 = 8 << 20;
+
+/// How `alert_versions` keys an alert (migration 0004): the tenant's part of
+/// the table, and the alert's 128-bit key within it as (`id_key`,
+/// `id_check`). The one definition, used by the store's statements and,
+/// registered as SQL functions, by the migration that converted the rows.
+pub(crate) fn tenant_key(tenant_id: &str) -> i64 {
+    xxhash_rust::xxh3::xxh3_64(tenant_id.as_bytes()) as i64
+}
+
+/// See [`tenant_key`]: `(id_key, id_check)` of `alert_id` of `tenant_id`.
+pub(crate) fn version_key(tenant_id: &str, alert_id: &str) -> (i64, i64) {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(tenant_id.as_bytes());
+    h.update(b"\0");
+    h.update(alert_id.as_bytes());
+    let d = h.digest128();
+    (d as u64 as i64, (d >> 64) as u64 as i64)
+}
+
+/// Registers the key functions migration 0004 (and `status`) call.
+fn register_key_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
+    conn.create_scalar_function("mde_tenant_key", 1, flags, |ctx| {
+        Ok(tenant_key(&ctx.get::<String>(0)?))
+    })?;
+    conn.create_scalar_function("mde_id_key", 2, flags, |ctx| {
+        Ok(version_key(&ctx.get::<String>(0)?, &ctx.get::<String>(1)?).0)
+    })?;
+    conn.create_scalar_function("mde_id_check", 2, flags, |ctx| {
+        Ok(version_key(&ctx.get::<String>(0)?, &ctx.get::<String>(1)?).1)
+    })
+}
 
 /// The newest schema version this build knows.
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -176,8 +223,6 @@ pub(crate) struct Known {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct EmittedVersion {
     pub alert_id: String,
-    /// `lastUpdateTime` as the server wrote it.
-    pub last_update_text: String,
     pub last_update: Timestamp,
     pub content_hash: u64,
     /// Read from Microsoft Graph (else from the MDE API).
@@ -262,6 +307,7 @@ fn connect(path: &Path, mode: OpenFlags) -> Result<(Connection, i64)> {
     let conn =
         Connection::open_with_flags(path, mode | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    register_key_functions(&conn).map_err(err)?;
     let found: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(err)?;
@@ -294,7 +340,16 @@ impl Store {
         // before the commit that records it, so a lost commit means those
         // versions are emitted again on the next poll. FULL would cost an
         // fsync per commit for nothing we need.
+        //
+        // With NORMAL the WAL is synced only at a checkpoint, so a power loss
+        // may drop the commits since the last one (`WAL_AUTOCHECKPOINT_PAGES`
+        // bounds how many): those versions are emitted again, with the same
+        // `record_id`, never lost.
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES)
             .map_err(err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(err)?;
@@ -386,25 +441,39 @@ impl Store {
             let mut found = HashMap::with_capacity(ids.len());
             {
                 let mut st = tx.prepare_cached(
-                    "SELECT last_update_ticks, content_hash, from_graph FROM alerts \
-                     WHERE tenant_id = ?1 AND alert_id = ?2",
+                    "SELECT id_check, last_update_ticks, content_hash, from_graph \
+                     FROM alert_versions WHERE tenant_key = ?1 AND id_key = ?2",
                 )?;
+                let tenant = tenant_key(tenant_id);
                 // In key order, like `record_emitted`: one visit per B-tree page.
-                let mut sorted: Vec<&str> = ids.to_vec();
+                let mut sorted: Vec<(i64, i64, &str)> = ids
+                    .iter()
+                    .map(|id| {
+                        let (key, check) = version_key(tenant_id, id);
+                        (key, check, *id)
+                    })
+                    .collect();
                 sorted.sort_unstable();
                 sorted.dedup();
-                for id in sorted {
-                    let known = st
-                        .query_row(params![tenant_id, id], |r| {
-                            Ok(Known {
-                                last_update: Timestamp::from_ticks(r.get(0)?),
-                                content_hash: r.get::<_, i64>(1)? as u64,
-                                from_graph: r.get::<_, i64>(2)? != 0,
-                            })
+                for (key, check, id) in sorted {
+                    let row = st
+                        .query_row(params![tenant, key], |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                Known {
+                                    last_update: Timestamp::from_ticks(r.get(1)?),
+                                    content_hash: r.get::<_, i64>(2)? as u64,
+                                    from_graph: r.get::<_, i64>(3)? != 0,
+                                },
+                            ))
                         })
                         .optional()?;
-                    if let Some(known) = known {
-                        found.insert(id.to_owned(), known);
+                    // Another alert's row (a 64-bit collision): this one is
+                    // unknown, and emitting it again is the safe side.
+                    if let Some((stored_check, known)) = row {
+                        if stored_check == check {
+                            found.insert(id.to_owned(), known);
+                        }
                     }
                 }
             }
@@ -416,12 +485,7 @@ impl Store {
 
     /// Records versions just written (and flushed) to the output, in one
     /// transaction: the latest version per alert id replaces the previous.
-    pub(crate) fn record_emitted(
-        &self,
-        tenant_id: &str,
-        versions: &[EmittedVersion],
-        at: Timestamp,
-    ) -> Result<()> {
+    pub(crate) fn record_emitted(&self, tenant_id: &str, versions: &[EmittedVersion]) -> Result<()> {
         if versions.is_empty() {
             return Ok(());
         }
@@ -435,30 +499,35 @@ impl Store {
                 .execute([tenant_id])?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT INTO alerts (tenant_id, alert_id, last_update_text, \
-                         last_update_ticks, content_hash, first_emitted, last_emitted, from_graph) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
-                     ON CONFLICT (tenant_id, alert_id) DO UPDATE SET \
-                         last_update_text = excluded.last_update_text, \
+                    "INSERT INTO alert_versions (tenant_key, id_key, id_check, \
+                         last_update_ticks, content_hash, from_graph) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (tenant_key, id_key) DO UPDATE SET \
+                         id_check = excluded.id_check, \
                          last_update_ticks = excluded.last_update_ticks, \
                          content_hash = excluded.content_hash, \
-                         last_emitted = excluded.last_emitted, \
                          from_graph = excluded.from_graph",
                 )?;
+                let tenant = tenant_key(tenant_id);
                 // In key order: each B-tree page is visited once per batch
                 // instead of at random, which keeps a 10,000-version page from
                 // thrashing SQLite's page cache (stable: a later version of
                 // the same id still lands last).
-                let mut sorted: Vec<&EmittedVersion> = versions.iter().collect();
-                sorted.sort_by(|a, b| a.alert_id.cmp(&b.alert_id));
-                for v in sorted {
+                let mut sorted: Vec<(i64, i64, &EmittedVersion)> = versions
+                    .iter()
+                    .map(|v| {
+                        let (key, check) = version_key(tenant_id, &v.alert_id);
+                        (key, check, v)
+                    })
+                    .collect();
+                sorted.sort_by_key(|&(key, _, _)| key);
+                for (key, check, v) in sorted {
                     st.execute(params![
-                        tenant_id,
-                        v.alert_id,
-                        v.last_update_text,
+                        tenant,
+                        key,
+                        check,
                         v.last_update.ticks(),
                         v.content_hash as i64,
-                        at.ticks(),
                         i64::from(v.from_graph),
                     ])?;
                 }
@@ -606,7 +675,8 @@ impl Store {
             let mut st = conn.prepare(
                 "SELECT t.name, t.tenant_id, t.last_poll_started, t.last_poll_ended, \
                         t.last_success, t.cursor_text, t.cursor_ticks, t.last_error, \
-                        (SELECT count(*) FROM alerts a WHERE a.tenant_id = t.tenant_id), \
+                        (SELECT count(*) FROM alert_versions a \
+                            WHERE a.tenant_key = mde_tenant_key(t.tenant_id)), \
                         p.seen, p.emitted, \
                         (SELECT count(*) FROM polls f WHERE f.tenant_id = t.tenant_id \
                             AND f.ended IS NOT NULL AND f.error IS NOT NULL \
@@ -665,7 +735,7 @@ impl Store {
         let run = |conn: &mut Connection| -> rusqlite::Result<(usize, usize)> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let alerts = tx.execute(
-                "DELETE FROM alerts WHERE last_update_ticks < ?1",
+                "DELETE FROM alert_versions WHERE last_update_ticks < ?1",
                 [older_than.ticks()],
             )?;
             let polls = tx.execute("DELETE FROM polls WHERE started < ?1", [older_than.ticks()])?;
@@ -807,7 +877,6 @@ mod tests {
     fn version(id: &str, at: &str, hash: u64) -> EmittedVersion {
         EmittedVersion {
             alert_id: id.to_owned(),
-            last_update_text: at.to_owned(),
             last_update: ts(at),
             content_hash: hash,
             from_graph: false,
@@ -848,11 +917,7 @@ mod tests {
         let path = dir.path().join("state.db");
         let store = Store::open(&path).unwrap();
         store
-            .record_emitted(
-                TENANT,
-                &[version("a", "2026-01-01T00:00:00Z", 1)],
-                Timestamp::now(),
-            )
+            .record_emitted(TENANT, &[version("a", "2026-01-01T00:00:00Z", 1)])
             .unwrap();
         drop(store);
         assert_eq!(user_version(&path), SCHEMA_VERSION);
@@ -955,11 +1020,7 @@ mod tests {
         drop(Store::open(&path).unwrap());
         let ro = Store::open_read_only(&path).unwrap();
         let e = ro
-            .record_emitted(
-                TENANT,
-                &[version("a", "2026-01-01T00:00:00Z", 1)],
-                Timestamp::now(),
-            )
+            .record_emitted(TENANT, &[version("a", "2026-01-01T00:00:00Z", 1)])
             .unwrap_err();
         assert!(matches!(e, StoreError::ReadOnly { .. }), "{e:?}");
         let msg = e.to_string();
@@ -977,12 +1038,8 @@ mod tests {
         rw.begin_poll("contoso", TENANT, ts("2026-01-01T00:00:00Z"))
             .unwrap();
         assert_eq!(ro.status().unwrap().len(), 1);
-        rw.record_emitted(
-            TENANT,
-            &[version("a", "2026-01-01T00:00:00Z", 1)],
-            Timestamp::now(),
-        )
-        .unwrap();
+        rw.record_emitted(TENANT, &[version("a", "2026-01-01T00:00:00Z", 1)])
+            .unwrap();
         assert_eq!(ro.status().unwrap()[0].alerts_stored, 1);
     }
 
@@ -1088,7 +1145,6 @@ mod tests {
                     version("a", "2026-01-01T00:00:00.1234567Z", u64::MAX),
                     version("b", "2026-01-01T00:00:01Z", 0),
                 ],
-                ts("2026-01-02T00:00:00Z"),
             )
             .unwrap();
         let known = store
@@ -1107,11 +1163,7 @@ mod tests {
 
         // A newer version replaces the old one.
         store
-            .record_emitted(
-                TENANT,
-                &[version("a", "2026-01-03T00:00:00Z", 42)],
-                ts("2026-01-03T00:00:01Z"),
-            )
+            .record_emitted(TENANT, &[version("a", "2026-01-03T00:00:00Z", 42)])
             .unwrap();
         let known = store.known_versions(TENANT, &["a"]).unwrap();
         assert_eq!(known["a"].last_update, ts("2026-01-03T00:00:00Z"));
@@ -1136,9 +1188,7 @@ mod tests {
             })
             .collect();
         let t = Instant::now();
-        store
-            .record_emitted(TENANT, &versions, Timestamp::now())
-            .unwrap();
+        store.record_emitted(TENANT, &versions).unwrap();
         let write = t.elapsed();
         let ids: Vec<&str> = versions.iter().map(|v| v.alert_id.as_str()).collect();
         let t = Instant::now();
@@ -1240,7 +1290,6 @@ mod tests {
                     version("a", "2026-01-01T00:00:00Z", 1),
                     version("b", "2026-01-01T00:00:00Z", 2),
                 ],
-                ts("2026-01-01T00:00:01Z"),
             )
             .unwrap();
         store
@@ -1332,7 +1381,6 @@ mod tests {
                     version("old", "2026-01-01T00:00:00Z", 1),
                     version("new", "2026-03-01T00:00:00Z", 2),
                 ],
-                ts("2026-03-01T00:00:01Z"),
             )
             .unwrap();
 
@@ -1343,5 +1391,147 @@ mod tests {
         // The tenant and its cursor survive retention.
         assert_eq!(store.status().unwrap().len(), 1);
         assert_eq!(store.prune(ts("2026-02-01T00:00:00Z")).unwrap(), (0, 0));
+    }
+
+    /// A database as the migrations up to 0003 left it, with `rows` of
+    /// (tenant id, alert id, update instant, content hash, from Graph).
+    fn version_3_database(path: &Path, rows: &[(&str, &str, &str, u64, bool)]) {
+        let mut conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        for (tenant, id, at, hash, graph) in rows {
+            tx.execute(
+                "INSERT OR IGNORE INTO tenants (tenant_id, name) VALUES (?1, ?1)",
+                [tenant],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO alerts (tenant_id, alert_id, last_update_text, last_update_ticks, \
+                     content_hash, first_emitted, last_emitted, from_graph) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, 2, ?6)",
+                params![
+                    tenant,
+                    id,
+                    at,
+                    ts(at).ticks(),
+                    *hash as i64,
+                    i64::from(*graph)
+                ],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn migration_4_keeps_every_version_a_version_3_database_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let other = "22222222-2222-2222-2222-222222222222";
+        version_3_database(
+            &path,
+            &[
+                (
+                    TENANT,
+                    "da1",
+                    "2026-01-01T00:00:00.1234567Z",
+                    u64::MAX,
+                    false,
+                ),
+                (TENANT, "da2", "2026-01-01T00:00:01Z", 0, true),
+                (other, "da1", "2026-01-02T00:00:00Z", 7, false),
+            ],
+        );
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(user_version(&path), SCHEMA_VERSION);
+        let known = store
+            .known_versions(TENANT, &["da1", "da2", "da3"])
+            .unwrap();
+        assert_eq!(known.len(), 2, "{known:?}");
+        assert_eq!(
+            known["da1"],
+            Known {
+                last_update: ts("2026-01-01T00:00:00.1234567Z"),
+                content_hash: u64::MAX,
+                from_graph: false,
+            }
+        );
+        assert_eq!(
+            known["da2"],
+            Known {
+                last_update: ts("2026-01-01T00:00:01Z"),
+                content_hash: 0,
+                from_graph: true,
+            }
+        );
+        assert_eq!(
+            store.known_versions(other, &["da1"]).unwrap()["da1"].content_hash,
+            7
+        );
+        // `status` counts each tenant's own, and retention still works.
+        let counts: HashMap<String, u64> = store
+            .status()
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.tenant_id, t.alerts_stored))
+            .collect();
+        assert_eq!(counts[TENANT], 2);
+        assert_eq!(counts[other], 1);
+        assert_eq!(store.prune(ts("2026-01-01T12:00:00Z")).unwrap().0, 2);
+        // The text-keyed table is gone, not left behind to grow.
+        let old: i64 = store
+            .lock()
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'alerts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old, 0);
+        drop(store);
+        // A read-only `status` of the migrated file sees the same.
+        let ro = Store::open_read_only(&path).unwrap();
+        assert_eq!(
+            ro.status()
+                .unwrap()
+                .iter()
+                .map(|t| t.alerts_stored)
+                .sum::<u64>(),
+            1
+        );
+    }
+
+    /// Two alert ids that share the 64-bit `id_key` (planted: finding a real
+    /// pair takes ~2^32 tries) must not pass for each other: the second is
+    /// unknown, so it is emitted, never skipped as seen.
+    #[test]
+    fn a_row_of_another_alert_under_the_same_key_counts_as_unknown() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        store
+            .record_emitted(TENANT, &[version("a", "2026-01-01T00:00:00Z", 1)])
+            .unwrap();
+        let (key, check) = version_key(TENANT, "a");
+        store
+            .lock()
+            .execute(
+                "UPDATE alert_versions SET id_check = ?3 WHERE tenant_key = ?1 AND id_key = ?2",
+                params![tenant_key(TENANT), key, check ^ 1],
+            )
+            .unwrap();
+        assert!(store.known_versions(TENANT, &["a"]).unwrap().is_empty());
+        // Recording it takes the row over: it is known again, by its own check.
+        store
+            .record_emitted(TENANT, &[version("a", "2026-01-01T00:00:01Z", 2)])
+            .unwrap();
+        assert_eq!(
+            store.known_versions(TENANT, &["a"]).unwrap()["a"].content_hash,
+            2
+        );
     }
 }

@@ -816,10 +816,6 @@ fn handle_page(
         counted.add(change);
         versions.push(EmittedVersion {
             alert_id: p.id.to_string(),
-            last_update_text: p
-                .last_update
-                .as_ref()
-                .map_or_else(String::new, |l| l.1.to_string()),
             last_update: incoming.last_update,
             content_hash: p.hash,
             from_graph: graph,
@@ -830,7 +826,7 @@ fn handle_page(
     if !versions.is_empty() {
         ctx.env
             .store
-            .record_emitted(&ctx.tenant_id, &versions, now)
+            .record_emitted(&ctx.tenant_id, &versions)
             .map_err(PageError::Store)?;
     }
     counted.commit();

@@ -26,11 +26,14 @@ fn recent(w: &World, t: &str) {
 
 /// Forgets that `alert_id` was emitted, as a lost write would.
 fn delete_version(w: &World, tenant_id: &str, alert_id: &str) {
+    // The store's key (src/store.rs, `tenant_key` and `version_key`).
+    let tenant_key = xxhash_rust::xxh3::xxh3_64(tenant_id.as_bytes()) as i64;
+    let id_key = xxhash_rust::xxh3::xxh3_128(format!("{tenant_id}\0{alert_id}").as_bytes()) as u64;
     let db = rusqlite::Connection::open(w.path("state.db")).unwrap();
     let n = db
         .execute(
-            "DELETE FROM alerts WHERE tenant_id = ?1 AND alert_id = ?2",
-            [tenant_id, alert_id],
+            "DELETE FROM alert_versions WHERE tenant_key = ?1 AND id_key = ?2",
+            [tenant_key, id_key as i64],
         )
         .unwrap();
     assert_eq!(n, 1, "the version row was there");
