@@ -485,7 +485,11 @@ impl Store {
 
     /// Records versions just written (and flushed) to the output, in one
     /// transaction: the latest version per alert id replaces the previous.
-    pub(crate) fn record_emitted(&self, tenant_id: &str, versions: &[EmittedVersion]) -> Result<()> {
+    pub(crate) fn record_emitted(
+        &self,
+        tenant_id: &str,
+        versions: &[EmittedVersion],
+    ) -> Result<()> {
         if versions.is_empty() {
             return Ok(());
         }
