@@ -23,6 +23,10 @@
 //! tenants read Microsoft Graph alerts_v2, with alerts of every Defender
 //! product, and `BACKFILL_PAGE_SIZE` defaults to Graph's cap of 1000).
 
+mod support;
+
+use support::{env_num, poller_bin, tenant_id, APP_ID, SECRET};
+
 use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -35,8 +39,6 @@ use mde_poller::sim::{
 use mde_poller::timestamp::Timestamp;
 use nix::sys::resource::{getrusage, UsageWho};
 
-const APP_ID: &str = "0a0b0c0d-1111-4222-8333-444455556666";
-const SECRET: &str = "BENCH-secret-value-0123456789";
 const TENANT_ID: &str = "00000001-aaaa-4bbb-8ccc-000000001eef";
 
 /// `(config name, tenant id)` of `n` tenants, the first one `TENANT_ID`.
@@ -44,32 +46,9 @@ fn tenants(n: usize) -> Vec<(String, String)> {
     (0..n)
         .map(|i| match i {
             0 => ("bench".to_owned(), TENANT_ID.to_owned()),
-            _ => (
-                format!("bench-{i:04}"),
-                format!("{i:08x}-bbbb-4ccc-8ddd-{:012x}", i * 7919),
-            ),
+            _ => (format!("bench-{i:04}"), tenant_id(i)),
         })
         .collect()
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// The poller binary: `BACKFILL_BIN`, else the one cargo builds for benches
-/// (`cargo bench` builds `target/release/mde-poller` first and tells us its
-/// path through `CARGO_BIN_EXE_mde-poller`).
-fn poller_bin() -> PathBuf {
-    std::env::var_os("BACKFILL_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mde-poller")))
 }
 
 /// What one run measured.
@@ -139,7 +118,7 @@ fn main() {
     let each = std::env::var_os("BACKFILL_EACH").is_some_and(|v| v == "1");
     let per_tenant = alerts;
     let alerts = if each { alerts * tenants.len() } else { alerts };
-    let bin = poller_bin();
+    let bin = poller_bin("BACKFILL_BIN");
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build --release` or `cargo bench --bench backfill`",
@@ -351,7 +330,7 @@ fn launcher() {
         return; // the bench ended early
     }
     let started = Instant::now();
-    let mut child = Command::new(poller_bin())
+    let mut child = Command::new(poller_bin("BACKFILL_BIN"))
         .arg("--config")
         .arg(config)
         .arg("once")

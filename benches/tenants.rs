@@ -21,9 +21,13 @@
 //! one and a half intervals after start) → `TENANTS_CYCLES` steady cycles,
 //! measured from 1.5 intervals after start → SIGTERM.
 
+mod support;
+
+use support::{env_num, poller_bin, tenant_id, APP_ID, SECRET};
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,36 +35,9 @@ use mde_poller::sim::{ClientConfig, RequestKind, SimApp, SimOptions, SimTenant, 
 use mde_poller::timestamp::Timestamp;
 use nix::sys::resource::{getrusage, UsageWho};
 
-const APP_ID: &str = "0a0b0c0d-1111-4222-8333-444455556666";
-const SECRET: &str = "BENCH-secret-value-0123456789";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .replace('_', "")
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-fn poller_bin() -> PathBuf {
-    std::env::var_os("TENANTS_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mde-poller")))
-}
-
 /// `(config name, tenant id)` of `n` tenants.
 fn tenants(n: usize) -> Vec<(String, String)> {
-    (0..n)
-        .map(|i| {
-            (
-                format!("t{i:05}"),
-                format!("{i:08x}-bbbb-4ccc-8ddd-{:012x}", i * 7919),
-            )
-        })
-        .collect()
+    (0..n).map(|i| (format!("t{i:05}"), tenant_id(i))).collect()
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -101,7 +78,7 @@ fn main() {
     let lifetime =
         Duration::from_secs(env_num("TENANTS_TOKEN_LIFETIME", 2 * interval.as_secs()).max(1));
     let concurrency = std::env::var("TENANTS_CONCURRENCY").ok();
-    let bin = poller_bin();
+    let bin = poller_bin("TENANTS_BIN");
     assert!(
         bin.is_file(),
         "{} is missing: run `cargo build --release` or `cargo bench --bench tenants`",
@@ -374,7 +351,7 @@ fn launcher() {
         return;
     };
     let log = std::fs::File::create(log).expect("log file");
-    let mut child = Command::new(poller_bin())
+    let mut child = Command::new(poller_bin("TENANTS_BIN"))
         .arg("--config")
         .arg(config)
         .arg("run")

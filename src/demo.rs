@@ -17,6 +17,15 @@ use crate::timestamp::Timestamp;
 
 const APP_ID: &str = "8a6e0c4f-1d2b-4c3a-9e5f-0a1b2c3d4e5f";
 const DEMO_SECRET: &str = "demo-secret-not-a-real-one";
+/// What every demo tenant does while the demo runs: a new alert and an
+/// update every 2 s, a quarter of them late by up to 30 s.
+const ACTIVITY: Activity = Activity {
+    every: Duration::from_secs(2),
+    new: 1,
+    updates: 1,
+    late_fraction: 0.25,
+    max_late: Duration::from_secs(30),
+};
 const TENANTS: [(&str, &str, bool); 3] = [
     ("contoso", "11111111-1111-4111-8111-111111111111", true),
     ("fabrikam", "22222222-2222-4222-8222-222222222222", false),
@@ -55,16 +64,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
                 now.saturating_sub(Duration::from_secs(20 * 3600)),
                 now,
             );
-            sim.spawn_activity(
-                id,
-                Activity {
-                    every: Duration::from_secs(2),
-                    new: 1,
-                    updates: 1,
-                    late_fraction: 0.25,
-                    max_late: Duration::from_secs(30),
-                },
-            );
+            sim.spawn_activity(id, ACTIVITY);
         }
     }
 
@@ -79,17 +79,7 @@ pub async fn run(duration: Option<Duration>) -> anyhow::Result<()> {
         now,
         &products,
     );
-    sim.spawn_graph_activity(
-        graph_id,
-        Activity {
-            every: Duration::from_secs(2),
-            new: 1,
-            updates: 1,
-            late_fraction: 0.25,
-            max_late: Duration::from_secs(30),
-        },
-        &[],
-    );
+    sim.spawn_graph_activity(graph_id, ACTIVITY, &[]);
 
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let tenants: Vec<(String, String)> = TENANTS
