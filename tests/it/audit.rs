@@ -234,17 +234,7 @@ async fn the_self_audit_catches_a_late_arrival_beyond_lookback_and_emits_it() {
     assert_eq!(emitted[0]["change"], "new");
     assert_no_duplicates(&records);
 
-    let text = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l == "mde_poller_audit_missing_versions{tenant=\"contoso\"} 1"),
-        "{text}"
-    );
+    assert_one_missing_version_shown(&address).await;
     daemon.stop().await;
 
     // A restart keeps the gauge (from the database) and the schedule: the
@@ -259,17 +249,7 @@ async fn the_self_audit_catches_a_late_arrival_beyond_lookback_and_emits_it() {
     again
         .wait_for_events("poll_finished", 3, WITHIN, |_| true)
         .await;
-    let text = reqwest::get(format!("http://{address}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l == "mde_poller_audit_missing_versions{tenant=\"contoso\"} 1"),
-        "{text}"
-    );
+    assert_one_missing_version_shown(&address).await;
     assert!(
         again.events("audit_finished").is_empty(),
         "{}",
@@ -329,4 +309,19 @@ async fn beside_a_running_daemon_audit_reads_and_repair_is_refused_with_the_way_
         assert!(repair.stderr.contains(words), "{words}: {}", repair.stderr);
     }
     daemon.stop().await;
+}
+
+/// `/metrics` at `address` says contoso is missing one version.
+async fn assert_one_missing_version_shown(address: &str) {
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l == "mde_poller_audit_missing_versions{tenant=\"contoso\"} 1"),
+        "{text}"
+    );
 }
