@@ -579,8 +579,9 @@ async fn a_retired_mde_api_fails_the_poll_with_an_error_saying_to_switch() {
         );
         // The start-up notice, once, for the tenant still on mde only.
         let notices = events(&run.stderr, "mde_retirement_notice");
-        assert_eq!(notices.len(), 1);
-        assert_eq!(notices[0]["tenant"], "contoso");
+        assert_eq!(notices.len(), 1, "{}", run.stderr);
+        assert_eq!(notices[0]["tenants"], 1);
+        assert_eq!(notices[0]["names"], "contoso");
     }
     // The Graph tenant read its alerts meanwhile.
     assert_eq!(alert_ids(&w.records()).len(), 20);
@@ -603,6 +604,73 @@ async fn a_retired_mde_api_fails_the_poll_with_an_error_saying_to_switch() {
         contoso < note && note < fabrikam,
         "the note is under contoso"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_mde_tenants_get_one_retirement_warning_at_start_and_at_each_reload() {
+    const WITHIN: Duration = Duration::from_secs(60);
+    let mut w = World::new().await;
+    let mde: Vec<String> = (1..=12).map(|n| format!("shop{n:02}")).collect();
+    for name in &mde {
+        w.tenant(name);
+    }
+    w.tenant_with("tailspin", true, GRAPH_ROLE);
+    let mut names: Vec<&str> = mde.iter().map(String::as_str).collect();
+    names.push("tailspin");
+    let poll = POLL
+        .replace("source = \"graph\"", "source = \"mde\"")
+        .replace("interval = \"1s\"", "interval = \"1h\"");
+    let config = graph_config(&w, &poll, &names);
+    edit_file(
+        &config,
+        "[tenants.tailspin]\n",
+        "[tenants.tailspin]\nsource = \"graph\"\n",
+    );
+    let mut daemon = Daemon::start(&config, &[("MDE_POLLER_LOG__LEVEL", "debug")]);
+    daemon
+        .wait_for_events("daemon_started", 1, WITHIN, |_| true)
+        .await;
+    let notices = daemon
+        .wait_for_events("mde_retirement_notice", 1, WITHIN, |_| true)
+        .await;
+    // One WARN line for the twelve, not twelve lines.
+    assert_eq!(notices.len(), 1, "{}", daemon.stderr());
+    let n = &notices[0];
+    assert_eq!(n["level"], "WARN");
+    assert_eq!(n["tenants"], 12, "{n}");
+    assert_eq!(
+        n["names"], "shop01, shop02, shop03, shop04, shop05 and 7 more",
+        "{n}"
+    );
+    let said = format!("{} {}", n["message"], n["hint"]);
+    for what in ["1 February 2027", r#"source = \"graph\""#, "README"] {
+        assert!(said.contains(what), "{what} not in {n}");
+    }
+    // DEBUG names each of them, and only them.
+    let listed: HashSet<String> = daemon
+        .wait_for_events("mde_retirement_tenant", 12, WITHIN, |_| true)
+        .await
+        .iter()
+        .map(|e| {
+            assert_eq!(e["level"], "DEBUG");
+            e["tenant"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(listed, mde.iter().cloned().collect::<HashSet<_>>());
+
+    // A reload says it again, once.
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon
+        .wait_for_events("reloaded", 1, WITHIN, |_| true)
+        .await;
+    let notices = daemon
+        .wait_for_events("mde_retirement_notice", 2, WITHIN, |_| true)
+        .await;
+    assert_eq!(notices.len(), 2, "{}", daemon.stderr());
+    assert_eq!(notices[1]["tenants"], 12);
+    daemon
+        .wait_for_events("mde_retirement_tenant", 24, WITHIN, |_| true)
+        .await;
 }
 
 #[tokio::test]
