@@ -81,7 +81,7 @@ pub(crate) fn mde_retirement_tenant(tenant: &str) {
     );
 }
 
-/// Start-up, once: `page_size` is above Graph's cap, so Graph tenants ask
+/// Start-up and each reload, once: `page_size` is above Graph's cap, so Graph tenants ask
 /// for 1,000 a page (not an error: one config serves both sources).
 pub(crate) fn graph_page_size_clamped(page_size: u32, top: u32, tenants: usize) {
     tracing::info!(
