@@ -159,6 +159,7 @@ async fn reload(
         Ok(()) => {
             crate::metrics::global().configured(&new);
             events::reloaded(new.enabled_tenants().count());
+            source_notices(&new);
             *current = new;
         }
         Err(e) => events::reload_failed(&e),
@@ -226,16 +227,22 @@ fn spawn_pruning(env: PollEnv, retention: Duration, cancel: CancellationToken) {
     });
 }
 
-/// Said once at start-up: each tenant still on the MDE API (it stops after
-/// 1 February 2027), and a `page_size` Graph tenants cannot use as it is.
+/// Said once at start-up and at each reload: the tenants still on the MDE API
+/// (it stops after 1 February 2027), in one line, and a `page_size` Graph
+/// tenants cannot use as it is.
 pub(crate) fn source_notices(settings: &Settings) {
     use crate::output::AlertSource;
     let mut graph = 0;
+    let mut mde = Vec::new();
     for t in settings.enabled_tenants() {
         match t.source {
-            AlertSource::Mde => events::mde_retirement_notice(&t.name),
+            AlertSource::Mde => mde.push(t.name.as_str()),
             AlertSource::Graph => graph += 1,
         }
+    }
+    events::mde_retirement_notice(&mde);
+    for t in &mde {
+        events::mde_retirement_tenant(t);
     }
     let size = settings.poll.page_size;
     let top = crate::poll::page_top(AlertSource::Graph, size);

@@ -38,18 +38,50 @@ pub(crate) fn daemon_stopped() {
     tracing::info!(event = "daemon_stopped", "stopped");
 }
 
-/// Start-up, once per tenant still reading the MDE API: it stops working
-/// after 1 February 2027. WARN: nothing fails yet, but someone must act.
-pub(crate) fn mde_retirement_notice(tenant: &str) {
+/// Start-up and each reload, one line for all the tenants still reading the
+/// MDE API, which stops working after 1 February 2027: how many, the first
+/// few by name, and how to switch. One line, not one per tenant: a fleet of
+/// 5,000 MDE tenants must not start with 5,000 WARN lines that bury the rest.
+/// WARN: nothing fails yet, but someone must act. Nothing when there are none.
+pub(crate) fn mde_retirement_notice(tenants: &[&str]) {
+    if tenants.is_empty() {
+        return;
+    }
     tracing::warn!(
         event = "mde_retirement_notice",
-        tenant,
-        hint = crate::commands::MDE_RETIREMENT_NOTICE,
-        "this tenant reads the Defender for Endpoint API, which stops working after 1 February 2027; switch it to source = \"graph\""
+        tenants = tenants.len(),
+        names = %first_names(tenants, MDE_NAMES_SHOWN),
+        hint = MDE_RETIREMENT_HINT,
+        "tenants still read the Defender for Endpoint API, which stops working after 1 February 2027; switch each to source = \"graph\""
     );
 }
 
-/// Start-up, once: `page_size` is above Graph's cap, so Graph tenants ask
+/// How many tenant names `mde_retirement_notice` shows; DEBUG lists them all.
+const MDE_NAMES_SHOWN: usize = 5;
+
+/// What an operator does for each tenant the notice counts.
+const MDE_RETIREMENT_HINT: &str = "Microsoft retires the Defender for Endpoint API after 1 February 2027 (MC1220762). For each tenant: add Microsoft Graph → Application permissions → SecurityAlert.Read.All to the app, have the customer consent again (mde-poller consent-url), then set source = \"graph\" in its [tenants.NAME] table; its cursor is kept. `mde-poller check` names every tenant still on mde; see README \"Moving to Microsoft Graph before 1 February 2027\"";
+
+/// `a, b, c` or, past `shown` names, `a, b, c and 12 more`.
+fn first_names(names: &[&str], shown: usize) -> String {
+    let mut text = names[..names.len().min(shown)].join(", ");
+    if names.len() > shown {
+        text.push_str(&format!(" and {} more", names.len() - shown));
+    }
+    text
+}
+
+/// Start-up and each reload, at DEBUG, per tenant the WARN above counts: the
+/// full list, for whoever works through it (`check` says it per tenant too).
+pub(crate) fn mde_retirement_tenant(tenant: &str) {
+    tracing::debug!(
+        event = "mde_retirement_tenant",
+        tenant,
+        "this tenant reads the Defender for Endpoint API, which stops working after 1 February 2027"
+    );
+}
+
+/// Start-up and each reload, once: `page_size` is above Graph's cap, so Graph tenants ask
 /// for 1,000 a page (not an error: one config serves both sources).
 pub(crate) fn graph_page_size_clamped(page_size: u32, top: u32, tenants: usize) {
     tracing::info!(
@@ -435,6 +467,18 @@ mod tests {
                 (name, levels)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_retirement_notice_names_five_tenants_and_counts_the_rest() {
+        let names: Vec<String> = (1..=5000).map(|n| format!("t{n}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        assert_eq!(
+            super::first_names(&names, 5),
+            "t1, t2, t3, t4, t5 and 4995 more"
+        );
+        assert_eq!(super::first_names(&names[..5], 5), "t1, t2, t3, t4, t5");
+        assert_eq!(super::first_names(&names[..1], 5), "t1");
     }
 
     #[test]

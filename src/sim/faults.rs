@@ -1,6 +1,7 @@
 //! Injected failures: the outages, throttles, cut connections and stalls that
 //! the real service produces now and then, drawn at random per request so the
-//! reliability tests exercise the client's retry paths; and the hostile
+//! reliability tests exercise the client's retry paths; throttles and outages
+//! scheduled on chosen requests, for tests that must see one every run; and the hostile
 //! servers (issue 8) that bend a rule on every answer: odd token lifetimes,
 //! another tenant's token, endless bodies, looping or foreign nextLinks,
 //! `$skip` ignored, twin versions of one alert.
@@ -35,6 +36,19 @@ pub struct Faults {
     pub stall: Duration,
     /// `Retry-After` on injected 429 and 503, in seconds (at least 1 is sent).
     pub retry_after_secs: u64,
+    /// Alerts API (MDE and Graph alike): these requests of the tenant are
+    /// answered 429 with `Retry-After: retry_after_secs`, whatever the draws.
+    /// Numbered from 1 among the tenant's alerts requests that pass the token
+    /// checks, counted from when these faults were set ([`set_faults`]). A
+    /// random `p_429` throttles whichever request the draws land on, which
+    /// depends on how many requests came before; this one is the same every run.
+    ///
+    /// [`set_faults`]: super::Simulator::set_faults
+    pub throttle_at: Vec<u64>,
+    /// Alerts API: these requests (numbered as in `throttle_at`) are answered
+    /// 503 with `Retry-After: retry_after_secs`. A request in both lists gets
+    /// the 429.
+    pub unavailable_at: Vec<u64>,
     /// Token endpoint: 500 with an Entra-shaped body.
     pub token_p_500: f64,
     /// Token endpoint: a transient 400 (`temporarily_unavailable` AADSTS90055,
@@ -74,6 +88,8 @@ impl Faults {
             p_stall: 0.0,
             stall: Duration::ZERO,
             retry_after_secs: 1,
+            throttle_at: Vec::new(),
+            unavailable_at: Vec::new(),
             token_p_500: 0.0,
             token_p_transient: 0.0,
             token_expires_in: None,
@@ -138,6 +154,22 @@ impl Faults {
             list.extend(twins);
         }
         v.to_string()
+    }
+
+    /// The failure of the tenant's `n`-th alerts request (see `throttle_at`):
+    /// the scheduled one if `n` is scheduled, else the random draw. The draw
+    /// is made either way, so a schedule leaves the random sequence of the
+    /// other requests as it was.
+    pub(crate) fn api_fault(&self, n: u64, rng: &mut impl Rng) -> (bool, ApiFault) {
+        let (stall, drawn) = self.draw_api(rng);
+        let fault = if self.throttle_at.contains(&n) {
+            ApiFault::Throttled
+        } else if self.unavailable_at.contains(&n) {
+            ApiFault::Unavailable
+        } else {
+            drawn
+        };
+        (stall, fault)
     }
 
     pub(crate) fn draw_api(&self, rng: &mut impl Rng) -> (bool, ApiFault) {
@@ -245,5 +277,23 @@ mod tests {
             assert_eq!(none.draw_token(&mut rng), TokenFault::None);
             assert_eq!(all_503.draw_api(&mut rng).1, ApiFault::Unavailable);
         }
+    }
+
+    #[test]
+    fn scheduled_faults_hit_exactly_the_requests_named() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let f = Faults {
+            throttle_at: vec![2, 5],
+            unavailable_at: vec![3, 5],
+            ..Faults::none()
+        };
+        let got: Vec<ApiFault> = (1..=6).map(|n| f.api_fault(n, &mut rng).1).collect();
+        use ApiFault::*;
+        assert_eq!(got, [None, Throttled, Unavailable, None, Throttled, None]);
+        // With noise too, the scheduled requests still get theirs.
+        let noisy = Faults { p_500: 1.0, ..f };
+        assert_eq!(noisy.api_fault(2, &mut rng).1, Throttled);
+        assert_eq!(noisy.api_fault(3, &mut rng).1, Unavailable);
+        assert_eq!(noisy.api_fault(4, &mut rng).1, Internal);
     }
 }

@@ -33,6 +33,7 @@ use tokio::sync::watch;
 
 pub(crate) use alerts::AlertError;
 pub use client::ClientConfig;
+use faults::ApiFault;
 pub use faults::Faults;
 pub use graph::ServiceSource;
 
@@ -264,6 +265,9 @@ pub(crate) struct Knobs {
 pub(crate) struct FaultConfig {
     global: Faults,
     per_tenant: HashMap<String, Faults>,
+    /// Per tenant: its alerts requests since its faults were set, the count
+    /// `Faults::throttle_at` numbers.
+    alerts_requests: HashMap<String, u64>,
 }
 
 /// Everything the routes and the handle share.
@@ -303,6 +307,20 @@ impl Shared {
             .and_then(|t| f.per_tenant.get(t))
             .unwrap_or(&f.global)
             .clone()
+    }
+
+    /// The faults of one authenticated alerts request of `tenant`, whether it
+    /// stalls, and the failure it gets (scheduled or drawn); counts the request.
+    pub(crate) fn alerts_fault(&self, tenant: &str) -> (Faults, bool, ApiFault) {
+        let (faults, n) = {
+            let mut f = lock(&self.faults);
+            let n = f.alerts_requests.entry(tenant.to_owned()).or_default();
+            *n += 1;
+            let n = *n;
+            (f.per_tenant.get(tenant).unwrap_or(&f.global).clone(), n)
+        };
+        let (stall, fault) = faults.api_fault(n, &mut *lock(&self.rng));
+        (faults, stall, fault)
     }
 
     pub(crate) fn latency(&self) -> Latency {
@@ -382,6 +400,7 @@ impl Simulator {
             faults: Mutex::new(FaultConfig {
                 global: opts.faults.clone(),
                 per_tenant: HashMap::new(),
+                alerts_requests: HashMap::new(),
             }),
             rng: Mutex::new(StdRng::seed_from_u64(opts.seed)),
             requests: Mutex::default(),
@@ -483,13 +502,24 @@ impl Simulator {
     }
 
     /// Faults for one tenant, or for every tenant without its own (`None`).
+    /// The requests those faults apply to are counted afresh from here, so
+    /// `throttle_at: vec![1]` throttles the next alerts request.
     pub fn set_faults(&self, tenant_id: Option<&str>, faults: Faults) {
         let mut f = lock(&self.shared().faults);
         match tenant_id {
             Some(t) => {
                 f.per_tenant.insert(t.to_owned(), faults);
+                f.alerts_requests.remove(t);
             }
-            None => f.global = faults,
+            None => {
+                f.global = faults;
+                let FaultConfig {
+                    per_tenant,
+                    alerts_requests,
+                    ..
+                } = &mut *f;
+                alerts_requests.retain(|t, _| per_tenant.contains_key(t));
+            }
         }
     }
 

@@ -529,8 +529,7 @@ async fn answer(
     }
     let tenant = token.tenant_id.as_str();
 
-    let faults = s.faults_for(Some(tenant));
-    let (stall, fault) = faults.draw_api(&mut *lock(&s.rng));
+    let (faults, stall, fault) = s.alerts_fault(tenant);
     // An injected 429 is refused before the budget, so it costs nothing.
     if fault == ApiFault::Throttled {
         return with_retry_after(s, api_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "API calls quota exceeded! Maximum allowed calls are 100 per minute and 1500 per hour."), faults.retry_after_secs, rec, true);
@@ -819,8 +818,7 @@ async fn graph_answer(
     }
     let tenant = token.tenant_id.as_str();
 
-    let faults = s.faults_for(Some(tenant));
-    let (stall, fault) = faults.draw_api(&mut *lock(&s.rng));
+    let (faults, stall, fault) = s.alerts_fault(tenant);
     let throttled = |secs: u64, rec: &mut RequestRecord, may_use_date: bool| {
         with_retry_after(
             s,

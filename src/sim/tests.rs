@@ -540,6 +540,59 @@ async fn the_call_budget_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn scheduled_faults_answer_the_requests_named_and_count_afresh_when_set() {
+    let sim = sim(SimOptions::default());
+    sim.add_tenant(SimTenant::consented(T2, APP));
+    sim.generate_alerts(
+        T1,
+        5,
+        ts("2026-01-01T00:00:00Z"),
+        ts("2026-01-02T00:00:00Z"),
+    );
+    let tok = token_for(&sim, T1).await;
+    let tok2 = token_for(&sim, T2).await;
+    let schedule = Faults {
+        throttle_at: vec![2, 3],
+        unavailable_at: vec![5],
+        retry_after_secs: 4,
+        ..Faults::none()
+    };
+    sim.set_faults(None, schedule.clone());
+    // A request without a valid token is not one of the tenant's.
+    assert_eq!(list(&sim, "not-a-token", "").await.0, 401);
+    let mut got = Vec::new();
+    for _ in 0..6 {
+        let (st, h, _) = list(&sim, &tok, "").await;
+        got.push((st, h.get(RETRY_AFTER).is_some()));
+    }
+    assert_eq!(
+        got,
+        [
+            (200, false),
+            (429, true),
+            (429, true),
+            (200, false),
+            (503, true),
+            (200, false)
+        ]
+    );
+    // Another tenant has its own count.
+    assert_eq!(list(&sim, &tok2, "").await.0, 200);
+    assert_eq!(list(&sim, &tok2, "").await.0, 429);
+    let throttled: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 429)
+        .collect();
+    assert_eq!(throttled.len(), 3);
+    assert!(throttled.iter().all(|r| r.retry_after == Some(4)));
+    // Setting faults starts the count again.
+    sim.set_faults(Some(T1), schedule);
+    assert_eq!(list(&sim, &tok, "").await.0, 200);
+    assert_eq!(list(&sim, &tok, "").await.0, 429);
+}
+
+#[tokio::test]
 async fn injected_faults_produce_their_failures() {
     let sim = sim(SimOptions::default());
     sim.generate_alerts(

@@ -110,12 +110,14 @@ async fn the_scrape_counts_what_the_output_and_the_simulator_saw() {
         .generate_alerts(&contoso, 40, ago(50 * MIN), ago(10 * MIN));
     w.sim
         .generate_alerts(&fabrikam, 25, ago(50 * MIN), ago(10 * MIN));
-    // Some of fabrikam's answers throttle (Retry-After 0, retried at once).
+    // Fabrikam's second and third alerts requests (its first poll's page 2,
+    // twice) are throttled with Retry-After 1s: scheduled, not drawn, so the
+    // throttle counts below are checked on every run.
     w.sim.set_faults(
         Some(&fabrikam),
         Faults {
-            p_429: 0.3,
-            retry_after_secs: 0,
+            throttle_at: vec![2, 3],
+            retry_after_secs: 1,
             ..Faults::none()
         },
     );
@@ -173,7 +175,7 @@ async fn the_scrape_counts_what_the_output_and_the_simulator_saw() {
             .filter(|r| r.kind == RequestKind::Alerts && r.status == status)
             .count() as f64
     };
-    assert!(alerts_with(429) > 0.0, "the fault throttled some answers");
+    assert_eq!(alerts_with(429), 2.0, "the two scheduled throttles");
     assert_eq!(
         value(
             &s,
