@@ -31,8 +31,8 @@
 mod support;
 
 use support::{
-    add_backfill_tenant, env_num, graph_source, latency, poller_bin, tenant_id, APP_ID,
-    BACKFILL_TENANT, SECRET,
+    add_backfill_tenant, env_num, graph_source, latency, poller_bin, tenant_id, wait_for_budget,
+    APP_ID, BACKFILL_TENANT, SECRET,
 };
 
 use std::collections::HashSet;
@@ -155,7 +155,7 @@ fn main() {
     let now = Timestamp::now();
     let from = now.saturating_sub(Duration::from_secs(20 * 3600));
     let generated = Instant::now();
-    let mut min_requests = 0;
+    let (mut min_requests, mut max_tenant_requests) = (0, 0);
     for (i, (_, id)) in tenants.iter().enumerate() {
         // Shared out evenly; the first tenant takes the remainder.
         let share = if each {
@@ -170,6 +170,7 @@ fn main() {
         } as usize;
         // Every full page, and the short (or empty) last one that proves the end.
         min_requests += share / top + 1;
+        max_tenant_requests = max_tenant_requests.max(share / top + 1);
         add_backfill_tenant(&sim, id, APP_ID, share, (from, now), graph);
     }
     println!(
@@ -177,8 +178,17 @@ fn main() {
         generated.elapsed().as_secs_f64()
     );
 
+    let per_minute = if graph {
+        SimOptions::default().graph_per_minute
+    } else {
+        SimOptions::default().per_minute
+    } as usize;
+    let mut calls = Vec::new();
     let mut results = Vec::new();
     for (i, launcher) in launchers.iter_mut().enumerate() {
+        // Room for twice the fewest requests of the largest tenant (the
+        // planner makes 1.3-1.8x).
+        wait_for_budget(&calls, per_minute, 2 * max_tenant_requests);
         // A fresh directory per run: an empty store, so each run back-fills all.
         let dir = tempfile::tempdir().expect("tempdir");
         let config = write_config(&sim, dir.path(), page_size, &tenants, graph);
@@ -191,6 +201,12 @@ fn main() {
             .filter(|r| matches!(r.kind, RequestKind::Alerts | RequestKind::GraphAlerts))
             .count();
         let token_requests = requests.len() - alert_requests;
+        calls.extend(
+            requests
+                .iter()
+                .filter(|r| matches!(r.kind, RequestKind::Alerts | RequestKind::GraphAlerts))
+                .map(|r| (r.tenant_id.clone(), r.at)),
+        );
         let throttled = requests.iter().filter(|r| r.status == 429).count();
         assert_eq!(
             throttled, 0,

@@ -20,7 +20,8 @@
 mod support;
 
 use support::{
-    add_backfill_tenant, env_num, graph_source, latency, median, APP_ID, BACKFILL_TENANT, SECRET,
+    add_backfill_tenant, env_num, graph_source, latency, median, wait_for_budget, APP_ID,
+    BACKFILL_TENANT, SECRET,
 };
 
 use std::collections::HashSet;
@@ -88,9 +89,17 @@ fn main() {
         (alerts.div_ceil(top) + 1) * 5 / 4
     );
 
+    let per_minute = if graph {
+        SimOptions::default().graph_per_minute
+    } else {
+        SimOptions::default().per_minute
+    } as usize;
+    let mut calls = Vec::new();
     let mut times = Vec::new();
     let mut requests = Vec::new();
     for run in 1..=runs {
+        // The naive poller has no budget of its own: it needs the whole run's.
+        wait_for_budget(&calls, per_minute, alerts.div_ceil(top) + 1);
         let dir = tempfile::tempdir().expect("tempdir");
         sim.clear_requests();
         let started = Instant::now();
@@ -99,6 +108,11 @@ fn main() {
             .unwrap_or_else(|e| panic!("run {run}: the naive poll failed: {e:#}"));
         let seconds = started.elapsed().as_secs_f64();
         let log = sim.requests();
+        calls.extend(
+            log.iter()
+                .filter(|r| r.kind != RequestKind::Token)
+                .map(|r| (r.tenant_id.clone(), r.at)),
+        );
         let throttled = log.iter().filter(|r| r.status == 429).count();
         let tokens = log.iter().filter(|r| r.kind == RequestKind::Token).count();
         let (lines, repeated, missing, foreign) =

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mde_poller::sim::{Latency, ServiceSource, SimTenant, Simulator};
 use mde_poller::timestamp::Timestamp;
@@ -97,4 +97,37 @@ pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// Waits until `calls` (the tenant and arrival time of the earlier runs'
+/// alerts requests) leave room for `need` more of any one tenant in the
+/// simulator's sliding minute of `per_minute` calls per app and tenant.
+/// Each run's poller starts from an empty state directory, so it knows
+/// nothing of the previous run's calls: started at once, a run making more
+/// than about half the budget a minute would be throttled for calls it did
+/// not make (a Graph back-fill at 300 ms a request makes ~140 in 53 s).
+pub fn wait_for_budget(calls: &[(Option<String>, SystemTime)], per_minute: usize, need: usize) {
+    let window = Duration::from_secs(61);
+    let need = need.min(per_minute);
+    let started = std::time::Instant::now();
+    loop {
+        let now = SystemTime::now();
+        let mut per_tenant = std::collections::HashMap::new();
+        for (tenant, at) in calls {
+            if now.duration_since(*at).map_or(true, |age| age < window) {
+                *per_tenant.entry(tenant).or_insert(0usize) += 1;
+            }
+        }
+        if per_tenant.values().max().copied().unwrap_or(0) + need <= per_minute {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let waited = started.elapsed();
+    if waited >= Duration::from_secs(1) {
+        println!(
+            "  (waited {:.0} s for the previous runs' calls to leave the simulator's minute)",
+            waited.as_secs_f64()
+        );
+    }
 }
