@@ -47,6 +47,9 @@ pub(crate) struct Query {
     pub top: u32,
     pub skip: u32,
     pub expand_evidence: bool,
+    /// Ask alerts_v2 for `@odata.count`, what the whole window holds (the
+    /// MDE API documents no `$count`: it is not sent there).
+    pub count: bool,
 }
 
 impl Query {
@@ -94,6 +97,9 @@ impl Query {
         if self.skip > 0 {
             q.push_str(&format!("&$skip={}", self.skip));
         }
+        if self.count {
+            q.push_str("&$count=true");
+        }
         q
     }
 
@@ -124,11 +130,28 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// The most bytes of alert pages the process holds at once, received and not
+/// yet handled, across every tenant and read (a 10,000-alert MDE page is
+/// ~12 MB): reads out at once wait for their turn with their bodies still on
+/// the wire, so memory does not grow with reads in flight or tenants
+/// back-filling together.
+pub(crate) const BODY_BUDGET: usize = 24 << 20;
+
+/// What a body without a `Content-Length` is taken to weigh.
+const UNDECLARED_BODY: usize = 8 << 20;
+
+/// The process-wide [`BODY_BUDGET`], in bytes.
+fn body_budget() -> Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    Arc::clone(BUDGET.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET))))
+}
+
 /// One HTTP answer's body, kept as bytes so that alerts can be borrowed from
-/// it without a copy. Its buffer goes back to the caller for the next page.
+/// it without a copy. It holds its share of the [`BODY_BUDGET`] until dropped.
 #[derive(Debug)]
 pub(crate) struct PageBody {
     bytes: Vec<u8>,
+    _share: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// A parsed page: the alerts as raw JSON borrowed from the body.
@@ -138,6 +161,14 @@ pub(crate) struct Page<'a> {
     pub value: Vec<&'a RawValue>,
     #[serde(rename = "@odata.nextLink", default)]
     pub next_link: Option<String>,
+    /// What the whole window holds (`$count=true`); anything but a
+    /// non-negative integer is no count, not a broken page.
+    #[serde(rename = "@odata.count", default, deserialize_with = "lenient_count")]
+    pub count: Option<u64>,
+}
+
+fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_u64())
 }
 
 impl PageBody {
@@ -145,15 +176,12 @@ impl PageBody {
         serde_json::from_slice(&self.bytes)
     }
 
-    pub(crate) fn len_bytes(&self) -> usize {
-        self.bytes.len()
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
-    /// The buffer, to read the next page into: a poll reuses one ~12 MB
-    /// buffer instead of allocating one per page, which glibc would keep
-    /// around in a different arena per thread.
-    pub(crate) fn into_buffer(self) -> Vec<u8> {
-        self.bytes
+    pub(crate) fn len_bytes(&self) -> usize {
+        self.bytes.len()
     }
 }
 
@@ -436,7 +464,12 @@ impl AlertsApi {
                 },
             };
             let err = match result {
-                Ok(()) => return Ok(PageBody { bytes: buf }),
+                Ok(share) => {
+                    return Ok(PageBody {
+                        bytes: buf,
+                        _share: share,
+                    })
+                }
                 Err(e) => e,
             };
             if let ApiError::Unauthorized { .. } = err {
@@ -475,8 +508,14 @@ impl AlertsApi {
         }
     }
 
-    /// One request; on success `buf` holds the body.
-    async fn get_once(&self, url: &str, bearer: &str, buf: &mut Vec<u8>) -> Result<(), ApiError> {
+    /// One request; on success `buf` holds the body, and the share of the
+    /// [`BODY_BUDGET`] it holds is returned.
+    async fn get_once(
+        &self,
+        url: &str,
+        bearer: &str,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
         let mut request = self
             .http
             .get(url)
@@ -499,6 +538,22 @@ impl AlertsApi {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        // A page waits for its share before its body is read; an error body
+        // is small and read at once.
+        let share = if status == 200 {
+            let declared = response.content_length().map_or(UNDECLARED_BODY, |n| {
+                usize::try_from(n).unwrap_or(BODY_BUDGET)
+            });
+            let weight = declared.clamp(1, BODY_BUDGET) as u32;
+            Some(
+                body_budget()
+                    .acquire_many_owned(weight)
+                    .await
+                    .expect("the body budget is never closed"),
+            )
+        } else {
+            None
+        };
         crate::http::read_capped(response, buf, crate::http::MAX_RESPONSE)
             .await
             .map_err(|e| match e {
@@ -508,7 +563,7 @@ impl AlertsApi {
                 crate::http::ReadError::TooLarge { limit } => ApiError::TooLarge { limit },
             })?;
         if status == 200 {
-            return Ok(());
+            return Ok(share);
         }
         let message = error_message(buf);
         if matches!(status, 429 | 503) {
@@ -624,6 +679,7 @@ mod tests {
             top: 25,
             skip: 0,
             expand_evidence: false,
+            count: false,
         };
         assert_eq!(
             q.filter(),
@@ -637,6 +693,7 @@ mod tests {
             to: None,
             skip: 50,
             expand_evidence: true,
+            count: false,
             ..q
         };
         assert_eq!(
@@ -653,6 +710,7 @@ mod tests {
             top: 5000,
             skip: 0,
             expand_evidence: true,
+            count: false,
         };
         let sources = vec![
             "microsoftDefenderForEndpoint".to_owned(),
@@ -705,6 +763,7 @@ mod tests {
     fn pages_borrow_alerts_verbatim() {
         let body = PageBody {
             bytes: br#"{"@odata.context":"x","value":[{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}]}"#.to_vec(),
+            _share: None,
         };
         let page = body.parse().unwrap();
         assert_eq!(page.value.len(), 1);
