@@ -451,6 +451,11 @@ impl AlertsApi {
             let attempt = async {
                 self.budget.acquire().await;
                 let token = self.tokens.token().await?;
+                // A Retry-After that another read of this tenant was told
+                // while this one waited for its token holds this one too.
+                while let Some(wait) = self.budget.blocked_for() {
+                    tokio::time::sleep(wait).await;
+                }
                 let result = self.get_once(url, token.bearer(), &mut buf).await;
                 Ok::<_, ApiError>((token, result))
             };
