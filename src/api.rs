@@ -146,24 +146,61 @@ fn body_budget() -> Arc<tokio::sync::Semaphore> {
     Arc::clone(BUDGET.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET))))
 }
 
-/// A caller's turn to hold a body: one at a time, read into the buffer the
-/// last one left (~12 MB at 10,000 alerts, which glibc would keep around per
-/// thread if allocated and freed for every page).
-pub(crate) type Turn = Arc<tokio::sync::Mutex<Vec<u8>>>;
+/// The most large buffers kept for reuse: bodies held at once are bounded
+/// by [`BODY_BUDGET`] (two 10,000-alert pages) and each page handled needs
+/// one output buffer besides.
+const POOLED_BUFFERS: usize = 4;
+
+/// Buffers of finished pages, for the next ones, process-wide: ~12 MB apiece
+/// at 10,000 alerts, which glibc would keep around per thread if allocated
+/// and freed for every page, and which a buffer per tenant would multiply by
+/// the tenants back-filling at once.
+fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
+    static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    POOL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A buffer from the pool (the largest kept), or a new one.
+pub(crate) fn take_buffer() -> Vec<u8> {
+    let mut pool = pool();
+    let largest = (0..pool.len()).max_by_key(|&i| pool[i].capacity());
+    largest.map(|i| pool.swap_remove(i)).unwrap_or_default()
+}
+
+/// Gives `buf` back to the pool (dropped if the pool is full).
+pub(crate) fn give_back_buffer(mut buf: Vec<u8>) {
+    buf.clear();
+    let mut pool = pool();
+    if pool.len() < POOLED_BUFFERS {
+        pool.push(buf);
+    }
+}
+
+/// A caller's turn to hold a body: one at a time (a tenant's reads out at
+/// once hold one body, the one its poll handles).
+pub(crate) type Turn = Arc<tokio::sync::Semaphore>;
+
+/// A new turn.
+pub(crate) fn turn() -> Turn {
+    Arc::new(tokio::sync::Semaphore::new(1))
+}
 
 /// One HTTP answer's body, kept as bytes so that alerts can be borrowed from
 /// it without a copy. It holds its turn (if read under one) and its share of
-/// the [`BODY_BUDGET`] until dropped.
+/// the [`BODY_BUDGET`] until dropped; its buffer then goes back to the pool.
 #[derive(Debug)]
 pub(crate) struct PageBody {
-    bytes: Bytes,
+    bytes: Vec<u8>,
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
     _share: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-#[derive(Debug)]
-enum Bytes {
-    Own(Vec<u8>),
-    Turn(tokio::sync::OwnedMutexGuard<Vec<u8>>),
+impl Drop for PageBody {
+    fn drop(&mut self) {
+        if self._share.is_some() {
+            give_back_buffer(std::mem::take(&mut self.bytes));
+        }
+    }
 }
 
 /// A parsed page: the alerts as raw JSON borrowed from the body.
@@ -189,10 +226,7 @@ impl PageBody {
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        match &self.bytes {
-            Bytes::Own(v) => v,
-            Bytes::Turn(g) => g,
-        }
+        &self.bytes
     }
 
     pub(crate) fn len_bytes(&self) -> usize {
@@ -556,9 +590,14 @@ impl AlertsApi {
         // A page waits for its turn, then its share, before its body is
         // read; an error body is small and read at once.
         let mut body = if status == 200 {
-            let bytes = match turn {
-                Some(turn) => Bytes::Turn(Arc::clone(turn).lock_owned().await),
-                None => Bytes::Own(Vec::new()),
+            let turn = match turn {
+                Some(turn) => Some(
+                    Arc::clone(turn)
+                        .acquire_owned()
+                        .await
+                        .expect("a turn is never closed"),
+                ),
+                None => None,
             };
             let declared = response.content_length().map_or(UNDECLARED_BODY, |n| {
                 usize::try_from(n).unwrap_or(BODY_BUDGET)
@@ -569,19 +608,18 @@ impl AlertsApi {
                 .await
                 .expect("the body budget is never closed");
             PageBody {
-                bytes,
+                bytes: take_buffer(),
+                _turn: turn,
                 _share: Some(share),
             }
         } else {
             PageBody {
-                bytes: Bytes::Own(Vec::new()),
+                bytes: Vec::new(),
+                _turn: None,
                 _share: None,
             }
         };
-        let buf = match &mut body.bytes {
-            Bytes::Own(v) => v,
-            Bytes::Turn(g) => &mut **g,
-        };
+        let buf = &mut body.bytes;
         crate::http::read_capped(response, buf, crate::http::MAX_RESPONSE)
             .await
             .map_err(|e| match e {
@@ -790,7 +828,8 @@ mod tests {
     #[test]
     fn pages_borrow_alerts_verbatim() {
         let body = PageBody {
-            bytes: Bytes::Own(br#"{"@odata.context":"x","value":[{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}]}"#.to_vec()),
+            bytes: br#"{"@odata.context":"x","value":[{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}]}"#.to_vec(),
+            _turn: None,
             _share: None,
         };
         let page = body.parse().unwrap();

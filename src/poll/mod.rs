@@ -350,11 +350,6 @@ struct RunState {
     cursor: Option<Cursor>,
     /// What the server does wrong that this poll worked around, for `status`.
     warning: Option<String>,
-    /// The output buffer of the last page, for the next (pages are handled
-    /// one at a time; the body's buffer is kept by the turn): ~12 MB at
-    /// 10,000 alerts, which glibc would keep around per thread if allocated
-    /// and freed for every page.
-    out_buf: Vec<u8>,
 }
 
 /// What one read answered, for the planner; `digest` names the ids of a full
@@ -389,7 +384,7 @@ impl<'a> Run<'a> {
                 AlertSource::Graph => graph_is_complete,
             },
             audit,
-            turn: crate::api::Turn::default(),
+            turn: crate::api::turn(),
             state: Mutex::new(RunState {
                 cursor,
                 ..RunState::default()
@@ -608,11 +603,8 @@ impl<'a> Run<'a> {
                 Source::Query(query) => api.fetch_into(query, self.cancel, turn).await?,
                 Source::Link(url) => api.fetch_link(url, self.cancel, turn).await?,
             };
-            let mut out = {
-                let mut state = self.state();
-                state.report.requests += 1;
-                std::mem::take(&mut state.out_buf)
-            };
+            self.state().report.requests += 1;
+            let mut out = crate::api::take_buffer();
             let ctx = PageContext {
                 env: self.env.clone(),
                 tenant_name: self.tenant.name.clone(),
@@ -623,21 +615,22 @@ impl<'a> Run<'a> {
                 accept_full,
                 audit: self.audit.clone(),
             };
-            let (outcome, digest, out) = tokio::task::spawn_blocking(move || {
+            let (outcome, digest) = tokio::task::spawn_blocking(move || {
                 let outcome = handle_page(&ctx, &body, &mut out);
                 let digest = if accept_full {
                     id_digest(body.bytes())
                 } else {
                     None
                 };
-                (outcome, digest, out)
+                drop(body);
+                crate::api::give_back_buffer(out);
+                (outcome, digest)
             })
             .await
             .expect("page handler panicked");
             match outcome {
                 Ok(page) => {
                     let mut state = self.state();
-                    state.out_buf = out;
                     if let PageOutcome::Done {
                         seen,
                         emitted,
