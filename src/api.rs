@@ -47,6 +47,9 @@ pub(crate) struct Query {
     pub top: u32,
     pub skip: u32,
     pub expand_evidence: bool,
+    /// Ask alerts_v2 for `@odata.count`, what the whole window holds (the
+    /// MDE API documents no `$count`: it is not sent there).
+    pub count: bool,
 }
 
 impl Query {
@@ -94,6 +97,9 @@ impl Query {
         if self.skip > 0 {
             q.push_str(&format!("&$skip={}", self.skip));
         }
+        if self.count {
+            q.push_str("&$count=true");
+        }
         q
     }
 
@@ -124,11 +130,77 @@ fn encode(value: &str) -> String {
     out
 }
 
+/// The most bytes of alert pages the process holds at once, received and not
+/// yet handled, across every tenant and read (a 10,000-alert MDE page is
+/// ~12 MB): reads out at once wait for their turn with their bodies still on
+/// the wire, so memory does not grow with reads in flight or tenants
+/// back-filling together.
+pub(crate) const BODY_BUDGET: usize = 24 << 20;
+
+/// What a body without a `Content-Length` is taken to weigh.
+const UNDECLARED_BODY: usize = 8 << 20;
+
+/// The process-wide [`BODY_BUDGET`], in bytes.
+fn body_budget() -> Arc<tokio::sync::Semaphore> {
+    static BUDGET: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    Arc::clone(BUDGET.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(BODY_BUDGET))))
+}
+
+/// The most large buffers kept for reuse: bodies held at once are bounded
+/// by [`BODY_BUDGET`] (two 10,000-alert pages) and each page handled needs
+/// one output buffer besides.
+const POOLED_BUFFERS: usize = 4;
+
+/// Buffers of finished pages, for the next ones, process-wide: ~12 MB apiece
+/// at 10,000 alerts, which glibc would keep around per thread if allocated
+/// and freed for every page, and which a buffer per tenant would multiply by
+/// the tenants back-filling at once.
+fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
+    static POOL: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    POOL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A buffer from the pool (the largest kept), or a new one.
+pub(crate) fn take_buffer() -> Vec<u8> {
+    let mut pool = pool();
+    let largest = (0..pool.len()).max_by_key(|&i| pool[i].capacity());
+    largest.map(|i| pool.swap_remove(i)).unwrap_or_default()
+}
+
+/// Gives `buf` back to the pool (dropped if the pool is full).
+pub(crate) fn give_back_buffer(mut buf: Vec<u8>) {
+    buf.clear();
+    let mut pool = pool();
+    if pool.len() < POOLED_BUFFERS {
+        pool.push(buf);
+    }
+}
+
+/// A caller's turn to hold a body: one at a time (a tenant's reads out at
+/// once hold one body, the one its poll handles).
+pub(crate) type Turn = Arc<tokio::sync::Semaphore>;
+
+/// A new turn.
+pub(crate) fn turn() -> Turn {
+    Arc::new(tokio::sync::Semaphore::new(1))
+}
+
 /// One HTTP answer's body, kept as bytes so that alerts can be borrowed from
-/// it without a copy. Its buffer goes back to the caller for the next page.
+/// it without a copy. It holds its turn (if read under one) and its share of
+/// the [`BODY_BUDGET`] until dropped; its buffer then goes back to the pool.
 #[derive(Debug)]
 pub(crate) struct PageBody {
     bytes: Vec<u8>,
+    _turn: Option<tokio::sync::OwnedSemaphorePermit>,
+    _share: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Drop for PageBody {
+    fn drop(&mut self) {
+        if self._share.is_some() {
+            give_back_buffer(std::mem::take(&mut self.bytes));
+        }
+    }
 }
 
 /// A parsed page: the alerts as raw JSON borrowed from the body.
@@ -138,22 +210,27 @@ pub(crate) struct Page<'a> {
     pub value: Vec<&'a RawValue>,
     #[serde(rename = "@odata.nextLink", default)]
     pub next_link: Option<String>,
+    /// What the whole window holds (`$count=true`); anything but a
+    /// non-negative integer is no count, not a broken page.
+    #[serde(rename = "@odata.count", default, deserialize_with = "lenient_count")]
+    pub count: Option<u64>,
+}
+
+fn lenient_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(serde_json::Value::deserialize(d)?.as_u64())
 }
 
 impl PageBody {
     pub(crate) fn parse(&self) -> Result<Page<'_>, serde_json::Error> {
-        serde_json::from_slice(&self.bytes)
+        serde_json::from_slice(self.bytes())
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     pub(crate) fn len_bytes(&self) -> usize {
-        self.bytes.len()
-    }
-
-    /// The buffer, to read the next page into: a poll reuses one ~12 MB
-    /// buffer instead of allocating one per page, which glibc would keep
-    /// around in a different arena per thread.
-    pub(crate) fn into_buffer(self) -> Vec<u8> {
-        self.bytes
+        self.bytes().len()
     }
 }
 
@@ -361,15 +438,16 @@ impl AlertsApi {
         query: &Query,
         cancel: &CancellationToken,
     ) -> Result<PageBody, ApiError> {
-        self.fetch_into(query, cancel, Vec::new()).await
+        self.fetch_into(query, cancel, None).await
     }
 
-    /// [`fetch`](Self::fetch), reading the body into `buf`.
+    /// [`fetch`](Self::fetch), reading the body once `turn` and a share of
+    /// the [`BODY_BUDGET`] are had; the body holds both until dropped.
     pub(crate) async fn fetch_into(
         &self,
         query: &Query,
         cancel: &CancellationToken,
-        buf: Vec<u8>,
+        turn: Option<&Turn>,
     ) -> Result<PageBody, ApiError> {
         let url = match self.source {
             AlertSource::Mde => format!("{}/api/alerts?{}", self.base, query.query_string()),
@@ -379,7 +457,7 @@ impl AlertsApi {
                 query.graph_query_string(&self.service_sources)
             ),
         };
-        self.get_with_retries(&url, cancel, buf).await
+        self.get_with_retries(&url, cancel, turn).await
     }
 
     /// Follows an `@odata.nextLink`, which must point at the same API host: the
@@ -388,7 +466,7 @@ impl AlertsApi {
         &self,
         link: &str,
         cancel: &CancellationToken,
-        buf: Vec<u8>,
+        turn: Option<&Turn>,
     ) -> Result<PageBody, ApiError> {
         if !self.owns_link(link) {
             // Only the host is named: the link's query is long and the
@@ -402,7 +480,7 @@ impl AlertsApi {
                 api: self.base.clone(),
             });
         }
-        self.get_with_retries(link, cancel, buf).await
+        self.get_with_retries(link, cancel, turn).await
     }
 
     /// Whether `link` points at this API (and so may carry the token).
@@ -415,7 +493,7 @@ impl AlertsApi {
         &self,
         url: &str,
         cancel: &CancellationToken,
-        mut buf: Vec<u8>,
+        turn: Option<&Turn>,
     ) -> Result<PageBody, ApiError> {
         let mut backoff = Backoff::for_requests();
         let mut renewed_token = false;
@@ -423,7 +501,12 @@ impl AlertsApi {
             let attempt = async {
                 self.budget.acquire().await;
                 let token = self.tokens.token().await?;
-                let result = self.get_once(url, token.bearer(), &mut buf).await;
+                // A Retry-After that another read of this tenant was told
+                // while this one waited for its token holds this one too.
+                while let Some(wait) = self.budget.blocked_for() {
+                    tokio::time::sleep(wait).await;
+                }
+                let result = self.get_once(url, token.bearer(), turn).await;
                 Ok::<_, ApiError>((token, result))
             };
             let (token, result) = tokio::select! {
@@ -436,7 +519,7 @@ impl AlertsApi {
                 },
             };
             let err = match result {
-                Ok(()) => return Ok(PageBody { bytes: buf }),
+                Ok(body) => return Ok(body),
                 Err(e) => e,
             };
             if let ApiError::Unauthorized { .. } = err {
@@ -475,8 +558,13 @@ impl AlertsApi {
         }
     }
 
-    /// One request; on success `buf` holds the body.
-    async fn get_once(&self, url: &str, bearer: &str, buf: &mut Vec<u8>) -> Result<(), ApiError> {
+    /// One request: its body on success.
+    async fn get_once(
+        &self,
+        url: &str,
+        bearer: &str,
+        turn: Option<&Turn>,
+    ) -> Result<PageBody, ApiError> {
         let mut request = self
             .http
             .get(url)
@@ -499,6 +587,39 @@ impl AlertsApi {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        // A page waits for its turn, then its share, before its body is
+        // read; an error body is small and read at once.
+        let mut body = if status == 200 {
+            let turn = match turn {
+                Some(turn) => Some(
+                    Arc::clone(turn)
+                        .acquire_owned()
+                        .await
+                        .expect("a turn is never closed"),
+                ),
+                None => None,
+            };
+            let declared = response.content_length().map_or(UNDECLARED_BODY, |n| {
+                usize::try_from(n).unwrap_or(BODY_BUDGET)
+            });
+            let weight = declared.clamp(1, BODY_BUDGET) as u32;
+            let share = body_budget()
+                .acquire_many_owned(weight)
+                .await
+                .expect("the body budget is never closed");
+            PageBody {
+                bytes: take_buffer(),
+                _turn: turn,
+                _share: Some(share),
+            }
+        } else {
+            PageBody {
+                bytes: Vec::new(),
+                _turn: None,
+                _share: None,
+            }
+        };
+        let buf = &mut body.bytes;
         crate::http::read_capped(response, buf, crate::http::MAX_RESPONSE)
             .await
             .map_err(|e| match e {
@@ -508,7 +629,7 @@ impl AlertsApi {
                 crate::http::ReadError::TooLarge { limit } => ApiError::TooLarge { limit },
             })?;
         if status == 200 {
-            return Ok(());
+            return Ok(body);
         }
         let message = error_message(buf);
         if matches!(status, 429 | 503) {
@@ -624,6 +745,7 @@ mod tests {
             top: 25,
             skip: 0,
             expand_evidence: false,
+            count: false,
         };
         assert_eq!(
             q.filter(),
@@ -637,6 +759,7 @@ mod tests {
             to: None,
             skip: 50,
             expand_evidence: true,
+            count: false,
             ..q
         };
         assert_eq!(
@@ -653,6 +776,7 @@ mod tests {
             top: 5000,
             skip: 0,
             expand_evidence: true,
+            count: false,
         };
         let sources = vec![
             "microsoftDefenderForEndpoint".to_owned(),
@@ -705,6 +829,8 @@ mod tests {
     fn pages_borrow_alerts_verbatim() {
         let body = PageBody {
             bytes: br#"{"@odata.context":"x","value":[{"id":"a","lastUpdateTime":"2021-01-26T20:33:59.2Z","n":  1}]}"#.to_vec(),
+            _turn: None,
+            _share: None,
         };
         let page = body.parse().unwrap();
         assert_eq!(page.value.len(), 1);

@@ -174,6 +174,7 @@ async fn check_tenant(http: reqwest::Client, t: TenantSettings) -> CheckResult {
         top: 1,
         skip: 0,
         expand_evidence: false,
+        count: false,
     };
     let answer = poll
         .api

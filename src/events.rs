@@ -351,6 +351,16 @@ pub(crate) fn window_split(tenant: &str, from: Timestamp, mid: Timestamp) {
     tracing::debug!(event = "window_split", tenant, from = %from, mid = %mid, "full page: window split in two");
 }
 
+/// A full window's newest twelfth is read first: what it holds measures the
+/// page, and so where the rest of the window is cut.
+pub(crate) fn window_probe(tenant: &str, from: Timestamp, at: Timestamp) {
+    tracing::debug!(event = "window_probe", tenant, from = %from, at = %at, "full page: its newest part is read first, to place the cuts");
+}
+
+pub(crate) fn window_cut(tenant: &str, from: Timestamp, pieces: usize) {
+    tracing::debug!(event = "window_cut", tenant, from = %from, pieces, "full page: the rest of its window is read in pieces, at once");
+}
+
 pub(crate) fn instant_paging(tenant: &str, at: Timestamp) {
     tracing::warn!(event = "instant_paging", tenant, at = %at, "one instant holds a full page: paging with $skip");
 }

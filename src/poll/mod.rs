@@ -31,7 +31,7 @@ pub(crate) use crate::output::Emitter;
 pub(crate) use crate::store::blocking;
 pub use crate::store::StoreError;
 pub(crate) use classify::{classify, Class, Version};
-use planner::{Answer, Answered, FullPage, IsComplete, PlanError, Planner, Step};
+use planner::{Answer, Answered, FullPage, IsComplete, PlanError, Planner, Read, ReadId, Step};
 
 /// How far ahead of our clock a lastUpdateTime may be and still move the cursor.
 const CURSOR_HORIZON: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -225,9 +225,10 @@ pub(crate) async fn audit_tenant(
         repair,
         seen: Mutex::default(),
     });
-    let mut run = Run::new(env, tenant, cancel, None, Some(Arc::clone(&tally)));
+    let run = Run::new(env, tenant, cancel, None, Some(Arc::clone(&tally)));
     let plan = Planner::between(from, Some(to), run.top, run.is_complete);
     run.windows(plan).await?;
+    let requests = run.state().report.requests;
     let seen = tally.seen.lock().unwrap_or_else(|p| p.into_inner());
     let in_api = seen.len() as u64;
     let missing = seen.values().filter(|(_, m)| *m).count() as u64;
@@ -236,7 +237,7 @@ pub(crate) async fn audit_tenant(
         emitted: in_api - missing,
         missing,
         repaired: if repair { missing } else { 0 },
-        requests: run.report.requests,
+        requests,
     })
 }
 
@@ -269,16 +270,17 @@ pub async fn poll_tenant(
     let id = tenant.tenant_id.clone();
     let cursor = blocking(&env.store, move |s| s.cursor(&id)).await?;
 
-    let mut run = Run::new(env, tenant, cancel, cursor.clone(), None);
+    let run = Run::new(env, tenant, cancel, cursor.clone(), None);
     let lower = poll_lower_bound(cursor.as_ref(), started, &env.settings);
     let result = run
         .windows(Planner::new(lower, run.top, run.is_complete))
         .await;
 
-    let mut report = std::mem::take(&mut run.report);
-    report.cursor = run.cursor_text();
+    let mut state = std::mem::take(&mut *run.state());
+    let mut report = std::mem::take(&mut state.report);
+    report.cursor = state.cursor.as_ref().map(|c| c.text.clone());
     let ended = Timestamp::now();
-    let moved = run
+    let moved = state
         .cursor
         .map(|c| not_ahead_of(c, ended))
         .filter(|c| cursor.as_ref().is_none_or(|old| c.at > old.at));
@@ -288,7 +290,7 @@ pub async fn poll_tenant(
         emitted: report.emitted,
         requests: report.requests,
         error: result.as_ref().err().map(|e| e.to_string()),
-        warning: run.warning.take(),
+        warning: state.warning.take(),
         cursor: if result.is_ok() { moved } else { None },
     };
     let id = tenant.tenant_id.clone();
@@ -311,27 +313,55 @@ fn not_ahead_of(c: Cursor, end: Timestamp) -> Cursor {
     }
 }
 
+/// Reads of one tenant out at once. Against a slow API the requests are the
+/// cost (hundreds of milliseconds each); twelve cover the pieces a 10,000-alert
+/// page is cut into, and stay well inside the API's 100 calls a minute, which
+/// the tenant's budget enforces anyway. Bodies held at once are bounded apart
+/// from this, process-wide (`api::BODY_BUDGET`), so that reads out at once
+/// cost sockets, not memory.
+const READS_IN_FLIGHT: usize = 12;
+
+/// What the reads of one poll share while several are out at once.
 struct Run<'a> {
     env: &'a PollEnv,
     tenant: &'a TenantPoll,
     cancel: &'a CancellationToken,
-    report: PollReport,
     source: AlertSource,
     /// The `$top` of every read.
     top: u32,
     /// The source's rule for an answer that holds its whole window.
     is_complete: IsComplete,
-    /// The newest lastUpdateTime seen so far (server text, exact ticks).
-    cursor: Option<Cursor>,
-    /// Reused for every page of the poll: one body buffer and one output
-    /// buffer, rather than a fresh ~12 MB + 2 MB pair per page.
-    body_buf: Vec<u8>,
-    out_buf: Vec<u8>,
     /// An audit's tally: pages are counted, and emitted only to repair.
     audit: Option<Arc<AuditTally>>,
+    /// One page of the tenant is read and handled at a time, in the order
+    /// the answers came: the store then classifies an alert updated during
+    /// the poll (its old version in one window, its new one in another) as it
+    /// would sequentially, new then update, never new twice; and a tenant
+    /// holds one body at a time, however many reads it has out.
+    turn: crate::api::Turn,
+    state: Mutex<RunState>,
+}
+
+/// What the reads of a poll add up to.
+#[derive(Default)]
+struct RunState {
+    report: PollReport,
+    /// The newest lastUpdateTime seen so far (server text, exact ticks).
+    cursor: Option<Cursor>,
     /// What the server does wrong that this poll worked around, for `status`.
     warning: Option<String>,
 }
+
+/// What one read answered, for the planner; `digest` names the ids of a full
+/// page of an instant, to tell a server that ignores `$skip`.
+struct ReadDone {
+    answer: Answer,
+    digest: Option<u64>,
+}
+
+type ReadFuture<'r> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (ReadId, Result<ReadDone, PollError>)> + Send + 'r>,
+>;
 
 impl<'a> Run<'a> {
     /// A run over `tenant`'s source: its `$top` and its completeness rule.
@@ -347,98 +377,85 @@ impl<'a> Run<'a> {
             env,
             tenant,
             cancel,
-            report: PollReport::default(),
             source,
             top: page_top(source, env.settings.page_size),
             is_complete: match source {
                 AlertSource::Mde => mde_is_complete,
                 AlertSource::Graph => graph_is_complete,
             },
-            cursor,
-            body_buf: Vec::new(),
-            out_buf: Vec::new(),
             audit,
-            warning: None,
+            turn: crate::api::turn(),
+            state: Mutex::new(RunState {
+                cursor,
+                ..RunState::default()
+            }),
         }
     }
 
-    fn cursor_text(&self) -> Option<String> {
-        self.cursor.as_ref().map(|c| c.text.clone())
+    fn state(&self) -> std::sync::MutexGuard<'_, RunState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads what the planner asks for until it has nothing left.
-    async fn windows(&mut self, mut plan: Planner) -> Result<(), PollError> {
-        // The ids of a crowded instant's first page, to tell a server that
+    /// Reads what the planner asks for until it has nothing left, up to
+    /// [`READS_IN_FLIGHT`] at once. The first error ends the poll; reads
+    /// still out are dropped (nothing is written for a read until its page
+    /// has been handled, and a page being handled finishes on its thread).
+    async fn windows(&self, mut plan: Planner) -> Result<(), PollError> {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
+        // The ids of each crowded instant's first page, to tell a server that
         // ignores `$skip` (it answers that page again at every `$skip`).
-        let mut instant_first: Option<u64> = None;
-        while let Some(read) = plan.next(Timestamp::now()) {
-            if self.cancel.is_cancelled() {
-                return Err(ApiError::Cancelled.into());
-            }
-            let query = Query {
-                from: read.from,
-                to: read.to,
-                top: read.top,
-                skip: read.skip,
-                expand_evidence: self.env.settings.expand_evidence,
-            };
-            let answer = match self
-                .fetch_and_handle(Source::Query(&query), read.instant)
-                .await?
-            {
-                Handled::Full(full) => Answer::Withheld(full),
-                Handled::Done {
-                    count,
-                    next_link: None,
-                } => Answer::Emitted {
-                    count,
-                    chained: false,
-                },
-                Handled::Done {
-                    count,
-                    next_link: Some(link),
-                } => {
-                    // Server-driven paging. A chain cut short (too long, or a
-                    // link refused) may hide more: the answer counts as
-                    // withheld, so the window is split (or the instant paged
-                    // on with $skip) and re-read; what it emitted dedups.
-                    let (linked, cut) = self.follow_links(link).await?;
-                    if cut {
-                        Answer::Withheld(FullPage::default())
-                    } else {
-                        Answer::Emitted {
-                            count: count + linked,
-                            chained: true,
-                        }
-                    }
+        let mut instant_first: HashMap<Timestamp, Option<u64>> = HashMap::new();
+        let mut reads: HashMap<ReadId, Read> = HashMap::new();
+        let mut out: FuturesUnordered<ReadFuture<'_>> = FuturesUnordered::new();
+        loop {
+            while out.len() < READS_IN_FLIGHT {
+                let Some(read) = plan.next(Timestamp::now()) else {
+                    break;
+                };
+                if self.cancel.is_cancelled() {
+                    return Err(ApiError::Cancelled.into());
                 }
+                reads.insert(read.id, read);
+                out.push(Box::pin(async move { (read.id, self.read(read).await) }));
+            }
+            let Some((id, done)) = out.next().await else {
+                break;
             };
+            let read = reads.remove(&id).expect("every read out is listed");
+            let ReadDone { answer, digest } = done?;
             let full_instant_page = read.instant
                 && matches!(answer, Answer::Emitted { count, chained: false } if count >= read.top as usize);
-            let answer = if full_instant_page {
-                let digest = id_digest(&self.body_buf);
+            if full_instant_page {
                 if read.skip == 0 {
-                    instant_first = digest;
-                    answer
-                } else if digest.is_some() && digest == instant_first {
-                    self.skip_ignored(read.from).await?;
-                    // Read as far as this server allows: the instant is done.
-                    Answer::Emitted {
-                        count: 0,
-                        chained: false,
-                    }
-                } else {
-                    answer
+                    instant_first.insert(read.from, digest);
+                } else if digest.is_some() && instant_first.get(&read.from) == Some(&digest) {
+                    // Read as far as this server allows, then the instant is done.
+                    out.push(Box::pin(async move {
+                        let done = self.skip_ignored(read.from).await.map(|()| ReadDone {
+                            answer: Answer::Emitted {
+                                count: 0,
+                                chained: false,
+                            },
+                            digest: None,
+                        });
+                        (read.id, done)
+                    }));
+                    reads.insert(read.id, read);
+                    continue;
                 }
-            } else {
-                answer
-            };
-            match plan.answer(answer, Timestamp::now()) {
+            }
+            match plan.answer(id, answer, Timestamp::now()) {
                 Ok(Step::Split { from, mid }) => {
                     crate::events::window_split(&self.tenant.name, from, mid);
                 }
                 Ok(Step::Instant { at }) => {
                     crate::events::instant_paging(&self.tenant.name, at);
+                }
+                Ok(Step::Probe { from, at }) => {
+                    crate::events::window_probe(&self.tenant.name, from, at);
+                }
+                Ok(Step::Cut { from, pieces }) => {
+                    crate::events::window_cut(&self.tenant.name, from, pieces);
                 }
                 Ok(Step::Complete | Step::Isolated { .. } | Step::NextSkip { .. }) => {}
                 Err(PlanError::SkipIgnored { at, pages }) => {
@@ -446,21 +463,68 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        debug_assert!(plan.is_done(), "the loop ends only when nothing is out");
         Ok(())
+    }
+
+    /// One read of the plan: its page, and the nextLink chain after it.
+    async fn read(&self, read: Read) -> Result<ReadDone, PollError> {
+        let query = Query {
+            from: read.from,
+            to: read.to,
+            top: read.top,
+            skip: read.skip,
+            expand_evidence: self.env.settings.expand_evidence,
+            // What a full window holds places its cuts (alerts_v2 only).
+            count: !read.instant,
+        };
+        let (handled, digest) = self
+            .fetch_and_handle(Source::Query(&query), read.instant)
+            .await?;
+        let answer = match handled {
+            Handled::Full(full) => Answer::Withheld(full),
+            Handled::Done {
+                count,
+                next_link: None,
+            } => Answer::Emitted {
+                count,
+                chained: false,
+            },
+            Handled::Done {
+                count,
+                next_link: Some(link),
+            } => {
+                // Server-driven paging. A chain cut short (too long, or a
+                // link refused) may hide more: the answer counts as
+                // withheld, so the window is split (or the instant paged
+                // on with $skip) and re-read; what it emitted dedups.
+                let (linked, cut) = self.follow_links(link).await?;
+                if cut {
+                    Answer::Withheld(FullPage::default())
+                } else {
+                    Answer::Emitted {
+                        count: count + linked,
+                        chained: true,
+                    }
+                }
+            }
+        };
+        Ok(ReadDone { answer, digest })
     }
 
     /// The server answered the same page whatever the `$skip`: read the
     /// instant once more with the largest `$top` the API takes, which is all
     /// that still works, and say so in `status`; the poll goes on.
-    async fn skip_ignored(&mut self, at: Timestamp) -> Result<(), PollError> {
+    async fn skip_ignored(&self, at: Timestamp) -> Result<(), PollError> {
         let query = Query {
             from: at,
             to: Some(Timestamp::from_ticks(at.ticks() + 1)),
             top: MAX_TOP,
             skip: 0,
             expand_evidence: self.env.settings.expand_evidence,
+            count: false,
         };
-        let count = match self.fetch_and_handle(Source::Query(&query), true).await? {
+        let count = match self.fetch_and_handle(Source::Query(&query), true).await?.0 {
             Handled::Done { count, .. } => count,
             Handled::Full { .. } => MAX_TOP as usize,
         };
@@ -470,7 +534,7 @@ impl<'a> Run<'a> {
             format!("the API ignores $skip: the instant {at} ({count} alerts) was read with $top={MAX_TOP} instead")
         };
         crate::events::skip_ignored(&self.tenant.name, at, count, &note);
-        self.warning = Some(note);
+        self.state().warning = Some(note);
         Ok(())
     }
 
@@ -478,7 +542,7 @@ impl<'a> Run<'a> {
     /// and whether the chain was cut short, so that more may exist: after
     /// [`MAX_CHAIN_LINKS`] links, or at a link refused (another host). A link
     /// seen before ends the chain (a cycle hands out nothing new).
-    async fn follow_links(&mut self, first: String) -> Result<(usize, bool), PollError> {
+    async fn follow_links(&self, first: String) -> Result<(usize, bool), PollError> {
         let mut link = Some(first);
         let mut total = 0;
         let mut seen = std::collections::HashSet::new();
@@ -489,7 +553,7 @@ impl<'a> Run<'a> {
             if let Some(cut) = self.chain_check(&mut seen, &url) {
                 return Ok((total, cut));
             }
-            if let Handled::Done { count, next_link } =
+            if let (Handled::Done { count, next_link }, _) =
                 self.fetch_and_handle(Source::Link(&url), true).await?
             {
                 total += count;
@@ -523,21 +587,24 @@ impl<'a> Run<'a> {
     }
 
     /// Fetches one page and handles it; a body that does not parse (truncated
-    /// in transit) is fetched again, a bounded number of times.
+    /// in transit) is fetched again, a bounded number of times. With
+    /// `accept_full` (a page of an instant or of a chain) it also returns the
+    /// digest of the page's ids, to tell a server that ignores `$skip`.
     async fn fetch_and_handle(
-        &mut self,
+        &self,
         source: Source<'_>,
         accept_full: bool,
-    ) -> Result<Handled, PollError> {
+    ) -> Result<(Handled, Option<u64>), PollError> {
         let mut backoff = Backoff::for_requests();
         loop {
             let api = &self.tenant.api;
-            let buf = std::mem::take(&mut self.body_buf);
+            let turn = Some(&self.turn);
             let body = match source {
-                Source::Query(query) => api.fetch_into(query, self.cancel, buf).await?,
-                Source::Link(url) => api.fetch_link(url, self.cancel, buf).await?,
+                Source::Query(query) => api.fetch_into(query, self.cancel, turn).await?,
+                Source::Link(url) => api.fetch_link(url, self.cancel, turn).await?,
             };
-            self.report.requests += 1;
+            self.state().report.requests += 1;
+            let mut out = crate::api::take_buffer();
             let ctx = PageContext {
                 env: self.env.clone(),
                 tenant_name: self.tenant.name.clone(),
@@ -548,17 +615,22 @@ impl<'a> Run<'a> {
                 accept_full,
                 audit: self.audit.clone(),
             };
-            let mut out = std::mem::take(&mut self.out_buf);
-            let (outcome, body, out) = tokio::task::spawn_blocking(move || {
+            let (outcome, digest) = tokio::task::spawn_blocking(move || {
                 let outcome = handle_page(&ctx, &body, &mut out);
-                (outcome, body, out)
+                let digest = if accept_full {
+                    id_digest(body.bytes())
+                } else {
+                    None
+                };
+                drop(body);
+                crate::api::give_back_buffer(out);
+                (outcome, digest)
             })
             .await
             .expect("page handler panicked");
-            self.body_buf = body.into_buffer();
-            self.out_buf = out;
             match outcome {
                 Ok(page) => {
+                    let mut state = self.state();
                     if let PageOutcome::Done {
                         seen,
                         emitted,
@@ -566,15 +638,15 @@ impl<'a> Run<'a> {
                         ..
                     } = &page
                     {
-                        self.report.seen += *seen as u64;
-                        self.report.emitted += *emitted as u64;
+                        state.report.seen += *seen as u64;
+                        state.report.emitted += *emitted as u64;
                         if let Some(newest) = newest {
-                            if self.cursor.as_ref().is_none_or(|c| newest.at > c.at) {
-                                self.cursor = Some(newest.clone());
+                            if state.cursor.as_ref().is_none_or(|c| newest.at > c.at) {
+                                state.cursor = Some(newest.clone());
                             }
                         }
                     }
-                    return Ok(page.into());
+                    return Ok((page.into(), digest));
                 }
                 Err(PageError::Malformed(e)) => {
                     if backoff.attempts() >= MALFORMED_RETRIES {
@@ -767,7 +839,9 @@ fn handle_page(
         let times = parsed
             .iter()
             .filter_map(|p| p.last_update.as_ref().map(|l| l.0));
-        return Ok(PageOutcome::Full(FullPage::from_times(count, times)));
+        return Ok(PageOutcome::Full(
+            FullPage::from_times(count, times).with_matched(page.count),
+        ));
     }
     // A lastUpdateTime far in the future (a bad server clock, a corrupt
     // record) must not drag the cursor there: every later poll would then

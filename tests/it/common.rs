@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use mde_poller::sim::{ClientConfig, SimApp, SimOptions, SimTenant, Simulator};
+use mde_poller::sim::{ClientConfig, RequestRecord, SimApp, SimOptions, SimTenant, Simulator};
 use mde_poller::timestamp::Timestamp;
 use serde_json::Value;
 
@@ -413,4 +413,52 @@ pub fn read_records_lenient(path: &Path) -> (Vec<Value>, usize) {
         })
         .collect();
     (records, bad)
+}
+
+/// A request reaching the simulator this soon after a throttled answer was
+/// already on its way: the poller has several reads of a tenant out at once,
+/// and one sent before the 429/503 reached it does not breach Retry-After.
+const ON_THE_WIRE: Duration = Duration::from_millis(250);
+
+/// The earliest moment a client told `Retry-After: secs` at `at` may call
+/// again. The simulator sends every other injected one as an HTTP date, which
+/// has whole seconds: that form allows a call at the start of the second.
+fn retry_allowed_at(at: std::time::SystemTime, secs: u64) -> std::time::SystemTime {
+    let due = at + Duration::from_secs(secs);
+    let since = due
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap();
+    std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs())
+}
+
+/// Every 429/503 with a Retry-After among `calls` (one tenant's alerts
+/// requests) was obeyed: the refused request was not asked again before its
+/// time, and no other request came later than [`ON_THE_WIRE`] after the
+/// refusal before that time. Returns how many refusals were checked (those
+/// some later call can be held against).
+pub fn assert_retry_after_obeyed(calls: &[RequestRecord], tenant: &str) -> usize {
+    let slack = Duration::from_millis(50);
+    let mut calls = calls.to_vec();
+    calls.sort_by_key(|r| r.at);
+    let mut checked = 0;
+    for (i, r) in calls.iter().enumerate() {
+        let Some(secs) = r.retry_after else { continue };
+        let later = &calls[i + 1..];
+        if later.is_empty() {
+            continue;
+        }
+        let allowed = retry_allowed_at(r.at, secs);
+        for next in later.iter().take_while(|n| n.at + slack < allowed) {
+            let after = next.at.duration_since(r.at).unwrap_or_default();
+            let same = (&next.filter, next.top, next.skip) == (&r.filter, r.top, r.skip);
+            assert!(
+                !same && after <= ON_THE_WIRE,
+                "{tenant}: {} {after:?} after a {} with Retry-After {secs}s",
+                if same { "asked again" } else { "called" },
+                r.status
+            );
+        }
+        checked += 1;
+    }
+    checked
 }

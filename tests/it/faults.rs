@@ -30,35 +30,6 @@ fn token_calls(requests: &[RequestRecord], tenant: &str) -> Vec<RequestRecord> {
     calls_of(requests, RequestKind::Token, tenant)
 }
 
-/// The earliest moment a client told `Retry-After: secs` at `at` may call
-/// again. The simulator sends every other injected one as an HTTP date, which
-/// has whole seconds: that form allows a call at the start of the second.
-fn retry_allowed_at(at: SystemTime, secs: u64) -> SystemTime {
-    let due = at + Duration::from_secs(secs);
-    let since = due.duration_since(SystemTime::UNIX_EPOCH).unwrap();
-    SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs())
-}
-
-/// Every 429/503 of `calls` whose Retry-After the client saw was obeyed.
-fn assert_retry_after_obeyed(calls: &[RequestRecord], tenant: &str) -> usize {
-    let slack = Duration::from_millis(50);
-    let mut checked = 0;
-    for (i, r) in calls.iter().enumerate() {
-        let (Some(secs), Some(next)) = (r.retry_after, calls.get(i + 1)) else {
-            continue;
-        };
-        let allowed = retry_allowed_at(r.at, secs);
-        assert!(
-            next.at + slack >= allowed,
-            "{tenant}: called {:?} after a {} with Retry-After {secs}s",
-            next.at.duration_since(r.at).unwrap_or_default(),
-            r.status
-        );
-        checked += 1;
-    }
-    checked
-}
-
 /// Most calls in any 60 s window.
 fn busiest_minute(calls: &[RequestRecord]) -> usize {
     (0..calls.len())
