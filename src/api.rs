@@ -6,6 +6,7 @@
 //! Retries live here, below the poll, so that one page either arrives whole or
 //! the poll fails and the cursor stays where it was.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -375,6 +376,12 @@ pub(crate) struct AlertsApi {
     source: AlertSource,
     /// Graph only: the `serviceSource` values to read (empty = all).
     service_sources: Vec<String>,
+    /// The last answer was a 429/503: calls go one at a time until one
+    /// succeeds. With several reads out at once, every one of them would
+    /// otherwise call again the moment Retry-After has passed, and all but
+    /// one be refused again (and counted against the tenant again).
+    throttled: std::sync::atomic::AtomicBool,
+    recovery: tokio::sync::Semaphore,
 }
 
 impl AlertsApi {
@@ -391,6 +398,8 @@ impl AlertsApi {
             budget,
             source: AlertSource::Mde,
             service_sources: Vec::new(),
+            throttled: std::sync::atomic::AtomicBool::new(false),
+            recovery: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -499,6 +508,7 @@ impl AlertsApi {
         let mut renewed_token = false;
         loop {
             let attempt = async {
+                let recovering = self.recovering().await;
                 self.budget.acquire().await;
                 let token = self.tokens.token().await?;
                 // A Retry-After that another read of this tenant was told
@@ -507,6 +517,7 @@ impl AlertsApi {
                     tokio::time::sleep(wait).await;
                 }
                 let result = self.get_once(url, token.bearer(), turn).await;
+                drop(recovering);
                 Ok::<_, ApiError>((token, result))
             };
             let (token, result) = tokio::select! {
@@ -519,7 +530,10 @@ impl AlertsApi {
                 },
             };
             let err = match result {
-                Ok(body) => return Ok(body),
+                Ok(body) => {
+                    self.throttled.store(false, Ordering::Relaxed);
+                    return Ok(body);
+                }
                 Err(e) => e,
             };
             if let ApiError::Unauthorized { .. } = err {
@@ -531,6 +545,7 @@ impl AlertsApi {
                 }
             }
             if let ApiError::Throttled { retry_after, .. } = &err {
+                self.throttled.store(true, Ordering::Relaxed);
                 // Obeyed through the budget, so no other call of this tenant
                 // slips in before the server's time has passed, in this poll
                 // or the next (the budget outlives the poll).
@@ -556,6 +571,21 @@ impl AlertsApi {
                 _ = crate::slots::idle(tokio::time::sleep(delay)) => {}
             }
         }
+    }
+
+    /// While the tenant is throttled, the one turn to call (held until the
+    /// call is answered); none needed otherwise.
+    async fn recovering(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if !self.throttled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let permit = self
+            .recovery
+            .acquire()
+            .await
+            .expect("the recovery turn is never closed");
+        // Another call succeeded while this one waited: no turn needed.
+        self.throttled.load(Ordering::Relaxed).then_some(permit)
     }
 
     /// One request: its body on success.
