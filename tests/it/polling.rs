@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use mde_poller::sim::{Latency, RequestKind};
+use mde_poller::sim::{Faults, Latency, RequestKind};
 use mde_poller::timestamp::Timestamp;
 
 use crate::common::*;
@@ -195,6 +195,65 @@ async fn a_slow_backfill_reads_its_pieces_at_once_in_few_requests() {
     assert!(
         together >= 8,
         "at most {together} requests were out at once"
+    );
+}
+
+/// Six of the pieces out at once are refused (429, Retry-After 2 s). When
+/// the time has passed, one call goes first and the others wait for its
+/// answer, rather than all calling again at once and all but one being
+/// refused again; nothing is lost or repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_throttle_one_call_goes_first() {
+    let mut w = World::new().await;
+    let t = w.tenant("contoso");
+    let expected: HashSet<String> = w
+        .sim
+        .generate_alerts(&t, 10_000, ago(150 * MIN), ago(MIN))
+        .into_iter()
+        .collect();
+    w.sim.set_latency(Latency {
+        fixed: Duration::from_millis(200),
+        per_alert: Duration::ZERO,
+    });
+    // The first read and the probe pass; six of the pieces sent together are refused.
+    w.sim.set_faults(
+        Some(&t),
+        Faults {
+            throttle_at: (3..=8).collect(),
+            retry_after_secs: 2,
+            ..Faults::none()
+        },
+    );
+    let poll = POLL.replace("page_size = 25", "page_size = 1000");
+    let run = w.once(&w.config(&poll)).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let records = w.records();
+    assert_no_duplicates(&records);
+    assert_eq!(alert_ids(&records), expected, "every alert, each once");
+
+    let mut calls: Vec<_> = w
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.kind == RequestKind::Alerts)
+        .collect();
+    calls.sort_by_key(|r| r.at_instant);
+    assert_eq!(calls.iter().filter(|c| c.status == 429).count(), 6);
+    let last_refused = calls.iter().rev().find(|c| c.status == 429).unwrap();
+    // Retry-After is at least a second away (2 s, or the start of that
+    // second when sent as a date); the pieces answered 200 came with the
+    // refused ones.
+    let retries: Vec<_> = calls
+        .iter()
+        .filter(|c| c.at_instant > last_refused.at_instant + Duration::from_millis(500))
+        .collect();
+    // Each refused read calls once more (and a piece planned meanwhile).
+    assert!(retries.len() >= 6, "{} calls after the refusals", retries.len());
+    assert!(retries.iter().all(|c| c.status == 200));
+    let gap = retries[1].at_instant - retries[0].at_instant;
+    assert!(
+        gap >= Duration::from_millis(150),
+        "the second call came {gap:?} after the first, before its answer (200 ms)"
     );
 }
 
