@@ -517,21 +517,24 @@ impl AlertsApi {
                     tokio::time::sleep(wait).await;
                 }
                 let result = self.get_once(url, token.bearer(), turn).await;
-                drop(recovering);
-                Ok::<_, ApiError>((token, result))
+                Ok::<_, ApiError>((token, result, recovering.is_some()))
             };
-            let (token, result) = tokio::select! {
+            let (token, result, recovered) = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Err(ApiError::Cancelled),
                 r = attempt => match r {
-                    Ok(pair) => pair,
+                    Ok(answered) => answered,
                     // The token source already retried transient token errors.
                     Err(e) => return Err(e),
                 },
             };
             let err = match result {
                 Ok(body) => {
-                    self.throttled.store(false, Ordering::Relaxed);
+                    // Only the call made in the turn ends it: a read sent
+                    // before the refusal may be answered after it.
+                    if recovered {
+                        self.throttled.store(false, Ordering::Relaxed);
+                    }
                     return Ok(body);
                 }
                 Err(e) => e,

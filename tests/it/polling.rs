@@ -248,7 +248,11 @@ async fn after_a_throttle_one_call_goes_first() {
         .filter(|c| c.at_instant > last_refused.at_instant + Duration::from_millis(500))
         .collect();
     // Each refused read calls once more (and a piece planned meanwhile).
-    assert!(retries.len() >= 6, "{} calls after the refusals", retries.len());
+    assert!(
+        retries.len() >= 6,
+        "{} calls after the refusals",
+        retries.len()
+    );
     assert!(retries.iter().all(|c| c.status == 200));
     let gap = retries[1].at_instant - retries[0].at_instant;
     assert!(
