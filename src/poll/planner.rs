@@ -614,6 +614,9 @@ impl Planner {
             };
             let pieces = ((expected / (QUANTILE_FILL * page)).ceil() as usize).clamp(1, MAX_PIECES);
             let mut cuts: Vec<Timestamp> = Vec::with_capacity(pieces);
+            // No sampled time below the probe (a page of alerts without
+            // times): nothing to place cuts by; the rest is one read.
+            let pieces = if s.below.is_empty() { 1 } else { pieces };
             for j in 1..pieces {
                 let at = s.below[j * s.below.len() / pieces];
                 if at > cuts.last().copied().unwrap_or(rest.from) && at < rest_end {
@@ -999,6 +1002,31 @@ mod tests {
         // the sampled span and ~6 % for pieces planned under a page.
         assert_eq!(full_reads, 1, "only the first read is thrown away");
         assert!(reads <= 14, "{reads} reads");
+    }
+
+    #[test]
+    fn a_page_whose_times_all_sit_in_its_probe_still_plans_its_rest() {
+        // A hostile page: 1,000 alerts, 30 of them with a time, all one
+        // instant (too few to count as crowded), and a huge count.
+        let now = t(1000);
+        let mut plan = Planner::new(t(0), 1000, no_next_link);
+        let first = plan.next(now).unwrap();
+        let full = FullPage::from_times(1000, [t(500); 30]).with_matched(Some(1 << 40));
+        let step = plan.answer(first.id, Answer::Withheld(full), now).unwrap();
+        assert!(matches!(step, Step::Probe { .. }), "{step:?}");
+        let probe = plan.next(now).unwrap();
+        let step = plan.answer(probe.id, emitted(999), now).unwrap();
+        assert_eq!(
+            step,
+            Step::Cut {
+                from: t(0),
+                pieces: 1
+            }
+        );
+        let rest = plan.next(now).unwrap();
+        assert_eq!(window(rest), (0, Some(500)));
+        plan.answer(rest.id, emitted(0), now).unwrap();
+        assert!(plan.is_done());
     }
 
     /// How the in-memory server pages.
