@@ -105,10 +105,12 @@ fn tenant(login_url: &str, credential: Credential) -> TokenRequest {
     TokenRequest {
         tenant: "contoso".into(),
         tenant_id: TENANT_ID.into(),
-        client_id: CLIENT_ID.into(),
-        login_url: login_url.into(),
-        scope: SCOPE.into(),
-        credential,
+        app: Arc::new(TokenApp::new(
+            CLIENT_ID.into(),
+            login_url.into(),
+            SCOPE.into(),
+            credential,
+        )),
     }
 }
 
