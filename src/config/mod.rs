@@ -89,9 +89,9 @@ pub fn load(path: &Path) -> Result<Settings, ConfigError> {
             message,
         }]));
     }
-    let layers = layers::Layers::read(&file).map_err(fail)?;
+    let (layers, merged) = layers::Layers::read(&file).map_err(fail)?;
     let mut checker = check::Checker::new(&file, &layers);
-    let raw = layers.deserialize(&mut checker);
+    let raw = layers.deserialize(merged, &mut checker);
     let settings = checker.resolve(&raw);
     match settings {
         Some(mut settings) if checker.problems.is_empty() => {
