@@ -56,14 +56,19 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// Resident memory of `pid` in KiB (`VmRSS`).
-fn rss_kib(pid: u32) -> u64 {
+/// The `field` of `/proc/PID/status` in KiB (`VmRSS`, `RssAnon`, ...).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// Resident memory of `pid` in KiB (`VmRSS`).
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 fn main() {
@@ -172,6 +177,10 @@ fn main() {
         rss.push(rss_kib(pid));
     }
     let cpu_steady = cpu_seconds(pid) - cpu0;
+    // What the resident memory is: the heap and stacks (anonymous), or the
+    // pages of the binary and its libraries (file-backed, clean: shared,
+    // and dropped by the kernel first under pressure).
+    let (anon, file) = (status_kib(pid, "RssAnon"), status_kib(pid, "RssFile"));
     let (peak_rss, cpu_total, ok) = launcher.stop(pid);
     let requests = sim.requests();
     sim.shutdown();
@@ -266,6 +275,11 @@ fn main() {
         max_rss as f64 / 1024.0,
         rss_after_first as f64 / 1024.0,
         peak_rss as f64 / 1024.0
+    );
+    println!(
+        "    at the end    {:>10.1} MB anonymous (heap, stacks), {:.1} MB file-backed (the binary's code, libraries)",
+        anon as f64 / 1024.0,
+        file as f64 / 1024.0
     );
     println!(
         "  CPU               {:>10.3} ms per steady cycle per tenant ({:.2} s a cycle; whole run {:.1} s)",

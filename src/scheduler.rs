@@ -34,7 +34,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use secrecy::ExposeSecret;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler};
@@ -42,8 +41,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::AlertsApi;
-use crate::auth::{AuthError, TokenSource};
-use crate::config::{Credential, HttpSettings, PollSettings, Settings, TenantSettings};
+use crate::auth::{AppShare, AuthError, TokenRequest, TokenSource};
+use crate::config::{HttpSettings, PollSettings, Settings, TenantSettings};
 use crate::events;
 use crate::output::AlertSource;
 use crate::poll::{self, PollEnv, TenantPoll};
@@ -180,10 +179,11 @@ impl<T: Clone> Table<T> {
 
     /// Adds or replaces `id`, polled out of its phase at `now` (start-up, a
     /// new or changed tenant): its next slot is its first at least half an
-    /// interval later.
-    fn insert_polled(&mut self, id: &str, tenant: T, now: Instant) {
-        self.remove(id);
-        let id: Arc<str> = Arc::from(id);
+    /// interval later. `id` is kept as given (the scheduler passes the one
+    /// `Arc` its tenant's poller holds).
+    fn insert_polled(&mut self, id: impl Into<Arc<str>>, tenant: T, now: Instant) {
+        let id: Arc<str> = id.into();
+        self.remove(&id);
         let phase = match self.plan {
             Plan::Every(interval) => phase(&id, interval),
             Plan::OnTheClock => Duration::ZERO,
@@ -218,9 +218,9 @@ impl<T: Clone> Table<T> {
     }
 
     fn remove(&mut self, id: &str) -> Option<T> {
-        let due = self.tenants.remove(id)?;
+        let (id, due) = self.tenants.remove_entry(id)?;
         if let Some(at) = due.next {
-            self.slots.remove(&(at, Arc::from(id)));
+            self.slots.remove(&(at, id));
         }
         Some(due.tenant)
     }
@@ -293,14 +293,17 @@ struct Inner {
     health: Mutex<BTreeMap<String, Health>>,
     /// Per tenant id, kept across reloads: a tenant whose settings changed
     /// must still never be polled twice at once, and its API budget is the
-    /// server's count, which a reload does not reset.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    budgets: Mutex<HashMap<String, Arc<CallBudget>>>,
+    /// server's count, which a reload does not reset. The key is the one
+    /// `Arc` of the id that the tenant's poller, token source and table
+    /// entry share.
+    kept: Mutex<HashMap<Arc<str>, Kept>>,
+    /// The app side of every tenant's token requests, one per app.
+    apps: AppShare,
     observer: Box<dyn Observer>,
     /// `[audit]` and the retention that clamps it (`once` never audits).
     audit: RwLock<AuditPlan>,
     /// When each tenant's next self-audit is due, by tenant id.
-    audit_due: Mutex<HashMap<String, Instant>>,
+    audit_due: Mutex<HashMap<Arc<str>, Instant>>,
     /// One self-audit at a time across tenants: low priority, spread out.
     audits: Arc<Semaphore>,
     /// Every enabled tenant whose poller loaded, and when it is due.
@@ -325,6 +328,16 @@ impl AuditPlan {
             retention: settings.store.retention,
         }
     }
+}
+
+/// What a tenant keeps across reloads (see `Inner::kept`).
+#[derive(Default)]
+struct Kept {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Its budget on each API: a tenant switched to Graph starts on Graph's
+    /// budget, and the MDE one it leaves is not spent by it.
+    mde: Option<Arc<CallBudget>>,
+    graph: Option<Arc<CallBudget>>,
 }
 
 struct TenantRuntime {
@@ -520,7 +533,11 @@ impl Scheduler {
                 if let Some(old) = table.remove(&tenant.tenant_id) {
                     old.retired.store(true, Ordering::Release);
                 }
-                table.insert_polled(&tenant.tenant_id, Arc::clone(&runtime), now);
+                table.insert_polled(
+                    Arc::clone(&runtime.poll.tenant_id),
+                    Arc::clone(&runtime),
+                    now,
+                );
             }
             inner
                 .health
@@ -578,8 +595,8 @@ impl Inner {
             cancel,
             tracker: TaskTracker::new(),
             health: Mutex::new(BTreeMap::new()),
-            locks: Mutex::new(HashMap::new()),
-            budgets: Mutex::new(HashMap::new()),
+            kept: Mutex::new(HashMap::new()),
+            apps: AppShare::default(),
             observer,
             audit: RwLock::new(AuditPlan::of(settings)),
             audit_due: Mutex::new(HashMap::new()),
@@ -744,8 +761,21 @@ pub fn tenant_poll(
     tenant: &TenantSettings,
     budget: Arc<CallBudget>,
 ) -> TenantPoll {
+    build_poll(http, tenant, budget, tenant.token_request())
+}
+
+/// [`tenant_poll`] with the token request given: the scheduler's, whose app
+/// side is shared with the other tenants of the app.
+fn build_poll(
+    http: &reqwest::Client,
+    tenant: &TenantSettings,
+    budget: Arc<CallBudget>,
+    request: TokenRequest,
+) -> TenantPoll {
+    let name = Arc::clone(&request.tenant);
+    let tenant_id = Arc::clone(&request.tenant_id);
     // The token request carries the scope of the tenant's source.
-    let tokens = Arc::new(TokenSource::new(http.clone(), tenant));
+    let tokens = Arc::new(TokenSource::new(http.clone(), request));
     let api = match tenant.source {
         AlertSource::Mde => AlertsApi::new(http.clone(), &tenant.api_url, tokens, budget),
         AlertSource::Graph => AlertsApi::graph(
@@ -757,8 +787,8 @@ pub fn tenant_poll(
         ),
     };
     TenantPoll {
-        name: tenant.name.clone(),
-        tenant_id: tenant.tenant_id.clone(),
+        name,
+        tenant_id,
         api,
     }
 }
@@ -779,26 +809,27 @@ fn runtime(
     fingerprint: u64,
 ) -> Result<TenantRuntime, AuthError> {
     let http = inner.http.read().expect("http lock").clone();
-    let budget = Arc::clone(
-        inner
-            .budgets
-            .lock()
-            .expect("budgets lock")
-            // Keyed by source too: a tenant switched to Graph starts on
-            // Graph's budget, and the MDE one it leaves is not spent by it.
-            .entry(format!("{}:{}", tenant.source.as_str(), tenant.tenant_id))
-            .or_insert_with(|| Arc::new(budget_for(tenant.source))),
-    );
-    let lock = Arc::clone(
-        inner
-            .locks
-            .lock()
-            .expect("locks lock")
-            .entry(tenant.tenant_id.clone())
-            .or_default(),
-    );
+    let (tenant_id, lock, budget) = {
+        let mut kept = inner.kept.lock().expect("kept lock");
+        let id: Arc<str> = match kept.get_key_value(tenant.tenant_id.as_str()) {
+            Some((id, _)) => Arc::clone(id),
+            None => tenant.tenant_id.as_str().into(),
+        };
+        let k = kept.entry(Arc::clone(&id)).or_default();
+        let budget = match tenant.source {
+            AlertSource::Mde => &mut k.mde,
+            AlertSource::Graph => &mut k.graph,
+        }
+        .get_or_insert_with(|| Arc::new(budget_for(tenant.source)));
+        (id, Arc::clone(&k.lock), Arc::clone(budget))
+    };
+    let request = TokenRequest {
+        tenant: tenant.name.as_str().into(),
+        tenant_id,
+        app: inner.apps.share(tenant.token_app()),
+    };
     Ok(TenantRuntime {
-        poll: tenant_poll(&http, tenant, budget),
+        poll: build_poll(&http, tenant, budget, request),
         lock,
         auth_pause: Mutex::new(None),
         fingerprint,
@@ -884,20 +915,7 @@ async fn self_audit_if_due(inner: &Inner, runtime: &TenantRuntime, env: &PollEnv
 /// A tenant's settings, secrets included (hashed), so that a rotated secret
 /// counts as a change.
 fn fingerprint(t: &TenantSettings, http: &HttpSettings) -> u64 {
-    let credential = match &t.credential {
-        Credential::Secret(s) => format!(
-            "secret:{:x}",
-            xxhash_rust::xxh3::xxh3_64(s.expose_secret().as_bytes())
-        ),
-        // Loaded with the config (off the runtime thread): a replaced file
-        // shows as a new thumbprint, and nothing is read here.
-        Credential::Certificate(c) => format!(
-            "cert:{}:{}:{}",
-            c.path().display(),
-            c.algorithm(),
-            c.thumbprint()
-        ),
-    };
+    let credential = t.credential.digest();
     // The HTTP settings too: a changed proxy, CA bundle or User-Agent means
     // a new client for the tenant's token source and API.
     let text = format!(
@@ -1009,7 +1027,7 @@ mod phase_tests {
         let mut table = Table::new(Plan::Every(MIN5), grid);
         let tenants = ids(5000);
         for id in &tenants {
-            table.insert_polled(id, id.clone(), t0);
+            table.insert_polled(id.as_str(), id.clone(), t0);
         }
         // The ticker once a second for 20 minutes.
         let mut polls: HashMap<String, Vec<Instant>> = HashMap::new();
@@ -1063,7 +1081,7 @@ mod phase_tests {
         let t0 = Instant::now();
         let mut table = Table::new(Plan::Every(MIN5), Grid::at(t0, 0));
         for id in ids(50) {
-            table.insert_polled(&id, id.clone(), t0);
+            table.insert_polled(id.as_str(), id.clone(), t0);
         }
         let before: Vec<_> = ids(50)
             .iter()
@@ -1087,7 +1105,7 @@ mod phase_tests {
         let grid = Grid::at(t0, 0);
         let mut table = Table::new(Plan::Every(MIN5), grid);
         for id in ids(100) {
-            table.insert_polled(&id, id.clone(), t0);
+            table.insert_polled(id.as_str(), id.clone(), t0);
         }
         let minute = Duration::from_secs(60);
         let now = t0 + Duration::from_secs(30);

@@ -16,9 +16,10 @@ pub(crate) mod claims;
 pub(crate) mod errors;
 pub(crate) mod token;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
@@ -45,43 +46,165 @@ pub(crate) enum Credential {
     Certificate(Arc<ClientCertificate>),
 }
 
-/// Everything one tenant's token requests need.
+/// Everything one tenant's token requests need: the tenant's own name and
+/// id, and the app side, which every tenant of that app shares.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenRequest {
     /// The tenant's name, for logs.
-    pub tenant: String,
-    pub tenant_id: String,
+    pub tenant: Arc<str>,
+    pub tenant_id: Arc<str>,
+    pub app: Arc<TokenApp>,
+}
+
+impl TokenRequest {
+    /// `{login}/{tenant}/oauth2/v2.0/token`: also the `aud` of a client assertion.
+    #[cfg(test)]
+    pub(crate) fn token_url(&self) -> String {
+        self.app.token_url(&self.tenant_id)
+    }
+}
+
+/// The app side of a token request: client id, credential, login host and
+/// scope. The same for every tenant that uses one app with one cloud and
+/// source, so a daemon holds it once per app, not once per tenant
+/// ([`AppShare`]): with 5,000 tenants of one app, one copy of its secret,
+/// URL and scope instead of 5,000 (docs/BENCHMARKS.md, "Many tenants").
+#[derive(Debug)]
+pub(crate) struct TokenApp {
     pub client_id: String,
     /// e.g. `https://login.microsoftonline.com` (no trailing slash).
     pub login_url: String,
     pub scope: String,
     pub credential: Credential,
+    /// `host[:port]` of the login URL, for transport errors.
+    host: String,
 }
 
-impl TokenRequest {
-    /// `{login}/{tenant}/oauth2/v2.0/token`: also the `aud` of a client assertion.
-    pub(crate) fn token_url(&self) -> String {
-        format!("{}/{}/oauth2/v2.0/token", self.login_url, self.tenant_id)
+impl TokenApp {
+    pub(crate) fn new(
+        client_id: String,
+        login_url: String,
+        scope: String,
+        credential: Credential,
+    ) -> TokenApp {
+        let host = url::Url::parse(&login_url)
+            .ok()
+            .and_then(|u| {
+                let host = u.host_str()?.to_owned();
+                Some(match u.port() {
+                    Some(p) => format!("{host}:{p}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_else(|| login_url.clone());
+        TokenApp {
+            client_id,
+            login_url,
+            scope,
+            credential,
+            host,
+        }
+    }
+
+    /// The token endpoint of `tenant_id`: built for each request (one an
+    /// hour or so) rather than kept per tenant.
+    pub(crate) fn token_url(&self, tenant_id: &str) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.login_url, tenant_id)
+    }
+
+    /// Everything that tells two apps apart, the secret hashed: equal
+    /// digests of equal apps, so that [`AppShare`] can key on it.
+    fn digest(&self) -> u64 {
+        let text = format!(
+            "{}|{}|{}|{}",
+            self.client_id,
+            self.login_url,
+            self.scope,
+            self.credential.digest()
+        );
+        xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+    }
+}
+
+/// Equal when every request would be the same (a certificate by its file,
+/// algorithm and thumbprint, as a reload compares it).
+impl PartialEq for TokenApp {
+    fn eq(&self, other: &Self) -> bool {
+        self.client_id == other.client_id
+            && self.login_url == other.login_url
+            && self.scope == other.scope
+            && self.credential.digest() == other.credential.digest()
+            && match (&self.credential, &other.credential) {
+                (Credential::Secret(a), Credential::Secret(b)) => {
+                    a.expose_secret() == b.expose_secret()
+                }
+                (Credential::Certificate(_), Credential::Certificate(_)) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Credential {
+    /// What tells two credentials apart, without the secret: a hash of the
+    /// secret, or the certificate's file, algorithm and thumbprint (loaded
+    /// with the config, so a replaced file shows as a new thumbprint).
+    pub(crate) fn digest(&self) -> String {
+        match self {
+            Credential::Secret(s) => format!(
+                "secret:{:x}",
+                xxhash_rust::xxh3::xxh3_64(s.expose_secret().as_bytes())
+            ),
+            Credential::Certificate(c) => format!(
+                "cert:{}:{}:{}",
+                c.path().display(),
+                c.algorithm(),
+                c.thumbprint()
+            ),
+        }
+    }
+}
+
+/// One [`TokenApp`] per distinct app among the tenants built through it:
+/// an equal app already in use is handed out again. Holds them weakly: an
+/// app no tenant uses any more (a reload changed it) goes with its last
+/// tenant.
+#[derive(Debug, Default)]
+pub(crate) struct AppShare {
+    apps: Mutex<HashMap<u64, Weak<TokenApp>>>,
+}
+
+impl AppShare {
+    pub(crate) fn share(&self, app: TokenApp) -> Arc<TokenApp> {
+        let key = app.digest();
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = apps.get(&key).and_then(Weak::upgrade) {
+            if *known == app {
+                return known;
+            }
+            // Two apps with one digest: this one goes unshared.
+            return Arc::new(app);
+        }
+        apps.retain(|_, w| w.strong_count() > 0);
+        let app = Arc::new(app);
+        apps.insert(key, Arc::downgrade(&app));
+        app
     }
 }
 
 /// The token source of one tenant. `Send + Sync`: share it in an `Arc`.
 pub(crate) struct TokenSource {
     http: reqwest::Client,
-    name: String,
-    tenant_id: String,
-    client_id: String,
-    token_url: String,
-    scope: String,
-    /// `host[:port]` of the token URL, for transport errors.
-    host: String,
-    credential: Credential,
+    name: Arc<str>,
+    tenant_id: Arc<str>,
+    app: Arc<TokenApp>,
     /// The current token; a plain mutex, never held across an await.
     cached: Mutex<Option<AccessToken>>,
     /// Held across a fetch so concurrent callers wait for one request instead
     /// of each sending their own; keeps the last fetch's error so the callers
     /// that waited for it share it rather than repeating it one by one.
-    flight: tokio::sync::Mutex<Option<AuthError>>,
+    /// Boxed: an error is rare, and inline it would take its size in every
+    /// tenant's source.
+    flight: tokio::sync::Mutex<Option<Box<AuthError>>>,
     /// Fetches completed under `flight`, to tell "someone fetched while I
     /// waited" from "I arrived after that fetch".
     flights_done: AtomicU64,
@@ -92,26 +215,11 @@ impl TokenSource {
     /// certificate was loaded with the config.
     pub(crate) fn new(http: reqwest::Client, tenant: impl Into<TokenRequest>) -> TokenSource {
         let tenant: TokenRequest = tenant.into();
-        let token_url = tenant.token_url();
-        let host = url::Url::parse(&token_url)
-            .ok()
-            .and_then(|u| {
-                let host = u.host_str()?.to_owned();
-                Some(match u.port() {
-                    Some(p) => format!("{host}:{p}"),
-                    None => host,
-                })
-            })
-            .unwrap_or_else(|| tenant.login_url.clone());
         TokenSource {
             http,
             name: tenant.tenant,
             tenant_id: tenant.tenant_id,
-            client_id: tenant.client_id,
-            token_url,
-            scope: tenant.scope,
-            host,
-            credential: tenant.credential,
+            app: tenant.app,
             cached: Mutex::new(None),
             flight: tokio::sync::Mutex::new(None),
             flights_done: AtomicU64::new(0),
@@ -125,7 +233,7 @@ impl TokenSource {
     /// The certificate in use, if any (for `check` to show its thumbprint).
     #[cfg(test)]
     pub(crate) fn certificate(&self) -> Option<&ClientCertificate> {
-        match &self.credential {
+        match &self.app.credential {
             Credential::Certificate(c) => Some(c),
             Credential::Secret(_) => None,
         }
@@ -144,7 +252,7 @@ impl TokenSource {
             return Ok(t);
         }
         if self.flights_done.load(Ordering::Acquire) != seen {
-            if let Some(e) = last_error.as_ref() {
+            if let Some(e) = last_error.as_deref() {
                 return Err(e.clone());
             }
         }
@@ -154,7 +262,7 @@ impl TokenSource {
                 *last_error = None;
                 self.store(t.clone());
             }
-            Err(e) => *last_error = Some(e.clone()),
+            Err(e) => *last_error = Some(Box::new(e.clone())),
         }
         self.flights_done.fetch_add(1, Ordering::Release);
         result
@@ -220,15 +328,17 @@ impl TokenSource {
 
     async fn request_once(&self) -> Result<AccessToken, AuthError> {
         let assertion;
+        let app = &*self.app;
+        let token_url = app.token_url(&self.tenant_id);
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "client_credentials"),
-            ("client_id", &self.client_id),
-            ("scope", &self.scope),
+            ("client_id", &app.client_id),
+            ("scope", &app.scope),
         ];
-        match &self.credential {
+        match &app.credential {
             Credential::Secret(s) => form.push(("client_secret", s.expose_secret())),
             Credential::Certificate(c) => {
-                assertion = c.assertion(&self.client_id, &self.token_url, Timestamp::now())?;
+                assertion = c.assertion(&app.client_id, &token_url, Timestamp::now())?;
                 form.push(("client_assertion_type", assertion::ASSERTION_TYPE));
                 form.push(("client_assertion", &assertion));
             }
@@ -236,7 +346,7 @@ impl TokenSource {
         let sent_at = Instant::now();
         let response = self
             .http
-            .post(&self.token_url)
+            .post(&token_url)
             .header(reqwest::header::ACCEPT, "application/json")
             .form(&form)
             .send()
@@ -250,7 +360,7 @@ impl TokenSource {
                 crate::http::ReadError::Transport(e) => self.transport(&e),
                 crate::http::ReadError::TooLarge { limit } => AuthError::Malformed(format!(
                     "{}: an answer over {} KiB, not a token response",
-                    self.host,
+                    self.app.host,
                     limit >> 10
                 )),
             })?;
@@ -258,7 +368,7 @@ impl TokenSource {
             let (value, lifetime) =
                 token::parse_success(&body, Timestamp::now()).map_err(|e| match e {
                     AuthError::Malformed(what) => {
-                        AuthError::Malformed(format!("{}: {what}", self.host))
+                        AuthError::Malformed(format!("{}: {what}", self.app.host))
                     }
                     other => other,
                 })?;
@@ -276,8 +386,8 @@ impl TokenSource {
         match Claims::from_jwt(token).ok().and_then(|c| c.tid) {
             Some(tid) if !tid.eq_ignore_ascii_case(&self.tenant_id) => {
                 Err(AuthError::WrongTenant {
-                    host: self.host.clone(),
-                    asked: self.tenant_id.clone(),
+                    host: self.app.host.clone(),
+                    asked: self.tenant_id.to_string(),
                     got: tid,
                 })
             }
@@ -306,14 +416,14 @@ impl TokenSource {
         } else {
             format!(" ({root})")
         };
-        AuthError::Transport(format!("{}: {kind}{cause}", self.host))
+        AuthError::Transport(format!("{}: {kind}{cause}", self.app.host))
     }
 }
 
 /// Names the tenant and the kind of credential, never the secret, key or token.
 impl fmt::Debug for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let credential = match &self.credential {
+        let credential = match &self.app.credential {
             Credential::Secret(_) => "client secret".to_owned(),
             Credential::Certificate(c) => {
                 format!("certificate {} ({})", c.path().display(), c.algorithm())
@@ -323,9 +433,9 @@ impl fmt::Debug for TokenSource {
         f.debug_struct("TokenSource")
             .field("tenant", &self.name)
             .field("tenant_id", &self.tenant_id)
-            .field("client_id", &self.client_id)
-            .field("token_url", &self.token_url)
-            .field("scope", &self.scope)
+            .field("client_id", &self.app.client_id)
+            .field("token_url", &self.app.token_url(&self.tenant_id))
+            .field("scope", &self.app.scope)
             .field("credential", &credential)
             .field("cached", &cached)
             .finish_non_exhaustive()

@@ -48,10 +48,10 @@ impl Fake {
     }
 }
 
-/// The token value the fake issues for request `n` (1-based).
-fn token_value(n: usize) -> String {
+/// The token value the fake issues for request `n` (1-based) of `tenant`.
+fn token_value(n: usize, tenant: &str) -> String {
     jwt_with(
-        &serde_json::json!({"tid": TENANT_ID, "roles": ["Alert.Read.All"], "n": n, "marker": "TOKENBODY"}),
+        &serde_json::json!({"tid": tenant, "roles": ["Alert.Read.All"], "n": n, "marker": "TOKENBODY"}),
     )
 }
 
@@ -62,7 +62,7 @@ async fn token_endpoint(
 ) -> (StatusCode, String) {
     let n = {
         let mut reqs = fake.requests.lock().unwrap();
-        reqs.push((tenant, form));
+        reqs.push((tenant.clone(), form));
         reqs.len()
     };
     tokio::time::sleep(fake.delay).await;
@@ -74,7 +74,7 @@ async fn token_endpoint(
                 "token_type": "Bearer",
                 "expires_in": expires_in,
                 "ext_expires_in": expires_in,
-                "access_token": token_value(n),
+                "access_token": token_value(n, &tenant),
             })
             .to_string(),
         ),
@@ -105,10 +105,12 @@ fn tenant(login_url: &str, credential: Credential) -> TokenRequest {
     TokenRequest {
         tenant: "contoso".into(),
         tenant_id: TENANT_ID.into(),
-        client_id: CLIENT_ID.into(),
-        login_url: login_url.into(),
-        scope: SCOPE.into(),
-        credential,
+        app: Arc::new(TokenApp::new(
+            CLIENT_ID.into(),
+            login_url.into(),
+            SCOPE.into(),
+            credential,
+        )),
     }
 }
 
@@ -128,6 +130,59 @@ fn source(login_url: &str, credential: Credential) -> TokenSource {
 }
 
 const CONSENT_MISSING: &str = r#"{"error":"unauthorized_client","error_description":"AADSTS700016: Application with identifier 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee' was not found in the directory 'Contoso'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant.\r\nTrace ID: 0\r\nCorrelation ID: 1\r\nTimestamp: 2026-11-26 10:00:00Z","error_codes":[700016],"timestamp":"2026-11-26 10:00:00Z","trace_id":"0","correlation_id":"1"}"#;
+
+/// Tenants of one app hold its secret, login URL and scope once between
+/// them (the daemon's memory per tenant), and each still asks for its own
+/// tenant's token; an app with another secret (a rotation) is not mixed up
+/// with the one in use.
+#[tokio::test(start_paused = true)]
+async fn tenants_of_one_app_share_it_and_each_asks_for_its_own_token() {
+    let (fake, login) = start(scripted(vec![Reply::Token(3600.into())])).await;
+    let apps = AppShare::default();
+    let app = || TokenApp::new(CLIENT_ID.into(), login.clone(), SCOPE.into(), secret());
+    let other_id = "99999999-8888-4777-8666-555555555555";
+    let a = apps.share(app());
+    let b = apps.share(app());
+    assert!(Arc::ptr_eq(&a, &b), "one app, held once");
+    let rotated = apps.share(TokenApp::new(
+        CLIENT_ID.into(),
+        login.clone(),
+        SCOPE.into(),
+        Credential::Secret(SecretString::from("the-new-secret")),
+    ));
+    assert!(!Arc::ptr_eq(&a, &rotated));
+    let request = |id: &str, app: &Arc<TokenApp>| TokenRequest {
+        tenant: id.into(),
+        tenant_id: id.into(),
+        app: Arc::clone(app),
+    };
+    let sources = [
+        TokenSource::new(reqwest::Client::new(), request(TENANT_ID, &a)),
+        TokenSource::new(reqwest::Client::new(), request(other_id, &b)),
+        TokenSource::new(reqwest::Client::new(), request(other_id, &rotated)),
+    ];
+    for s in &sources {
+        s.token().await.unwrap();
+    }
+    let sent: Vec<(String, String)> = fake
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(tenant, form)| {
+            let secret = form.iter().find(|(k, _)| k == "client_secret").unwrap();
+            (tenant.clone(), secret.1.clone())
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (TENANT_ID.to_owned(), SECRET.to_owned()),
+            (other_id.to_owned(), SECRET.to_owned()),
+            (other_id.to_owned(), "the-new-secret".to_owned()),
+        ]
+    );
+}
 
 #[test]
 fn token_sources_and_tokens_can_be_shared_across_tasks() {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::auth::{Credential, TokenRequest};
+use crate::auth::{Credential, TokenApp, TokenRequest};
 pub(super) use crate::output::AlertSource;
 
 /// Everything the daemon needs, validated and resolved (secrets read, cloud
@@ -178,16 +178,24 @@ pub struct TenantSettings {
 impl TenantSettings {
     /// What `auth` needs to request this tenant's tokens: for the API of
     /// its `source` (a Graph token is refused by the MDE API and the other
-    /// way round).
+    /// way round). The app side is this tenant's own; the scheduler shares
+    /// it among tenants through an [`crate::auth::AppShare`].
     pub(crate) fn token_request(&self) -> TokenRequest {
         TokenRequest {
-            tenant: self.name.clone(),
-            tenant_id: self.tenant_id.clone(),
-            client_id: self.client_id.clone(),
-            login_url: self.login_url.clone(),
-            scope: self.active_scope().to_owned(),
-            credential: self.credential.clone(),
+            tenant: self.name.as_str().into(),
+            tenant_id: self.tenant_id.as_str().into(),
+            app: std::sync::Arc::new(self.token_app()),
         }
+    }
+
+    /// The app side of this tenant's token requests.
+    pub(crate) fn token_app(&self) -> TokenApp {
+        TokenApp::new(
+            self.client_id.clone(),
+            self.login_url.clone(),
+            self.active_scope().to_owned(),
+            self.credential.clone(),
+        )
     }
 }
 

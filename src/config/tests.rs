@@ -825,7 +825,7 @@ fn graph_token_scope_and_host_follow_the_cloud() {
             assert_eq!(t.graph_url, host, "{cloud}");
             // The token a Graph tenant asks for is Graph's, not the MDE API's.
             assert_eq!(
-                t.token_request().scope,
+                t.token_request().app.scope,
                 format!("{host}/.default"),
                 "{cloud}"
             );
@@ -850,13 +850,13 @@ fn source_is_mde_by_default_and_per_tenant_wins() {
         let mde = tenant(&s, "contoso");
         assert_eq!(mde.source, AlertSource::Mde);
         assert_eq!(
-            mde.token_request().scope,
+            mde.token_request().app.scope,
             "https://api.securitycenter.microsoft.com/.default"
         );
         let graph = tenant(&s, "fabrikam");
         assert_eq!(graph.source, AlertSource::Graph);
         assert_eq!(
-            graph.token_request().scope,
+            graph.token_request().app.scope,
             "https://graph.example.com/.default"
         );
         assert!(graph.service_sources.is_empty());

@@ -9,19 +9,24 @@
 //!
 //! The `tenant` label is only on the per-tenant gauges, so the number of
 //! series grows with the tenants and nothing else; a tenant that leaves the
-//! config takes its series with it.
+//! config takes its series with it. Those gauges are not `Family`s: one map
+//! entry per tenant holds its state and its four values, and a collector
+//! writes them at each scrape. Four families would hold a label `String`
+//! and an `Arc`'d atomic per tenant each, beside the bookkeeping maps of
+//! which tenant has which series (~0.5 KB a tenant, docs/BENCHMARKS.md).
 
 pub mod server;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::config::Settings;
@@ -69,16 +74,9 @@ struct StateLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TenantLabel {
-    tenant: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
-
-type Seconds = Gauge<f64, AtomicU64>;
 
 /// A tenant's state as `mde_poller_tenants{state}` counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,22 +91,106 @@ enum State {
 /// so that a rule on `state="failing"` sees a value, not an absent series.
 pub(crate) const STATES: [&str; 4] = ["ok", "failing", "paused", "disabled"];
 
+/// One enabled tenant as the metrics know it: its state for
+/// `mde_poller_tenants` and the values of its per-tenant series, each
+/// `None` until something set it (a series appears once it has a value).
+#[derive(Debug, Clone, Copy, Default)]
+struct TenantEntry {
+    /// `None` until its first poll ended (or it was refused).
+    state: Option<State>,
+    /// Polls failed since the last success; exported once `shown`.
+    failures: i64,
+    failures_shown: bool,
+    last_success: Option<f64>,
+    cursor: Option<f64>,
+    audit_missing: Option<i64>,
+}
+
 #[derive(Debug, Default)]
 struct Book {
-    /// Enabled tenants by name, once polled (or refused) at least once.
-    tenants: HashMap<String, (State, i64)>,
-    /// Every tenant some per-tenant series is labelled with: `Family` cannot
-    /// list its label sets, and a tenant that leaves must take them along.
-    labelled: HashSet<String>,
+    /// Enabled tenants by name, once anything about them was recorded.
+    tenants: HashMap<Box<str>, TenantEntry>,
     disabled: i64,
 }
 
 impl Book {
-    fn label(&mut self, tenant: &str) -> TenantLabel {
-        if !self.labelled.contains(tenant) {
-            self.labelled.insert(tenant.to_owned());
+    fn entry(&mut self, tenant: &str) -> &mut TenantEntry {
+        if !self.tenants.contains_key(tenant) {
+            self.tenants.insert(tenant.into(), TenantEntry::default());
         }
-        tenant_label(tenant)
+        self.tenants.get_mut(tenant).expect("just inserted")
+    }
+}
+
+/// The per-tenant series, written from the book at each scrape.
+#[derive(Debug)]
+struct TenantSeries(Arc<Mutex<Book>>);
+
+/// A per-tenant value, written as the gauge it was: seconds as a float, a
+/// count as an integer.
+#[derive(Debug, Clone, Copy)]
+enum Value {
+    Seconds(f64),
+    Count(i64),
+}
+
+/// (name, help, value) of each per-tenant gauge, in the order they appear.
+type Series = (
+    &'static str,
+    &'static str,
+    fn(&TenantEntry) -> Option<Value>,
+);
+
+const TENANT_SERIES: [Series; 4] = [
+    (
+        "tenant_last_success_timestamp_seconds",
+        "When the tenant's last successful poll ended (Unix seconds)",
+        |e| e.last_success.map(Value::Seconds),
+    ),
+    (
+        "tenant_cursor_timestamp_seconds",
+        "The tenant's cursor: the newest lastUpdateTime emitted (Unix seconds)",
+        |e| e.cursor.map(Value::Seconds),
+    ),
+    (
+        "tenant_consecutive_failures",
+        "Polls of the tenant that failed since its last success",
+        |e| e.failures_shown.then_some(Value::Count(e.failures)),
+    ),
+    (
+        "audit_missing_versions",
+        "Alert versions the last audit found in the API but not emitted",
+        |e| e.audit_missing.map(Value::Count),
+    ),
+];
+
+impl Collector for TenantSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let book = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // By name, so that a scrape reads the same order every time.
+        let mut tenants: Vec<(&str, &TenantEntry)> =
+            book.tenants.iter().map(|(n, e)| (&**n, e)).collect();
+        tenants.sort_unstable_by_key(|(n, _)| *n);
+        for (name, help, value) in TENANT_SERIES {
+            // Like a `Family`, a series none has is not written at all.
+            if !tenants.iter().any(|(_, e)| value(e).is_some()) {
+                continue;
+            }
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (tenant, e) in &tenants {
+                let labels = [("tenant", *tenant)];
+                match value(e) {
+                    None => {}
+                    Some(Value::Seconds(v)) => {
+                        ConstGauge::new(v).encode(family.encode_family(&labels)?)?
+                    }
+                    Some(Value::Count(v)) => {
+                        ConstGauge::new(v).encode(family.encode_family(&labels)?)?
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -122,11 +204,8 @@ pub struct Metrics {
     token_requests: Family<OutcomeLabel, Counter>,
     poll_duration: Histogram,
     tenants: Family<StateLabel, Gauge>,
-    last_success: Family<TenantLabel, Seconds>,
-    cursor: Family<TenantLabel, Seconds>,
-    consecutive_failures: Family<TenantLabel, Gauge>,
-    audit_missing: Family<TenantLabel, Gauge>,
-    book: Mutex<Book>,
+    /// Every enabled tenant's state and per-tenant series.
+    book: Arc<Mutex<Book>>,
 }
 
 static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -175,11 +254,7 @@ impl Metrics {
             token_requests: Family::default(),
             poll_duration: Histogram::new(DURATION_BUCKETS),
             tenants: Family::default(),
-            last_success: Family::default(),
-            cursor: Family::default(),
-            consecutive_failures: Family::default(),
-            audit_missing: Family::default(),
-            book: Mutex::new(Book::default()),
+            book: Arc::default(),
             registry: Registry::default(),
         };
         // Counters are registered without `_total`: the encoder adds it.
@@ -218,26 +293,7 @@ impl Metrics {
             "Tenants by state: ok, failing, paused (a token error only a person can fix), disabled",
             m.tenants.clone(),
         );
-        registry.register(
-            "tenant_last_success_timestamp_seconds",
-            "When the tenant's last successful poll ended (Unix seconds)",
-            m.last_success.clone(),
-        );
-        registry.register(
-            "tenant_cursor_timestamp_seconds",
-            "The tenant's cursor: the newest lastUpdateTime emitted (Unix seconds)",
-            m.cursor.clone(),
-        );
-        registry.register(
-            "tenant_consecutive_failures",
-            "Polls of the tenant that failed since its last success",
-            m.consecutive_failures.clone(),
-        );
-        registry.register(
-            "audit_missing_versions",
-            "Alert versions the last audit found in the API but not emitted",
-            m.audit_missing.clone(),
-        );
+        registry.register_collector(Box::new(TenantSeries(Arc::clone(&m.book))));
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
             .get_or_create(&VersionLabel {
@@ -306,20 +362,21 @@ impl Metrics {
 
     pub(crate) fn poll_succeeded(&self, tenant: &str, cursor: Option<&str>, elapsed_ms: u64) {
         self.poll_ended("ok", Some(elapsed_ms));
-        let label = self.book.lock().expect("metrics book").label(tenant);
-        self.last_success
-            .get_or_create(&label)
-            .set(unix_seconds(Timestamp::now()));
+        let mut book = self.book.lock().expect("metrics book");
+        let entry = book.entry(tenant);
+        entry.last_success = Some(unix_seconds(Timestamp::now()));
         if let Some(at) = cursor.and_then(|c| Timestamp::parse(c).ok()) {
-            self.cursor.get_or_create(&label).set(unix_seconds(at));
+            entry.cursor = Some(unix_seconds(at));
         }
-        self.set_state(tenant, State::Ok);
+        self.set_state(&mut book, tenant, State::Ok);
     }
 
     /// A poll that failed; `paused` when the tenant waits for a person.
     pub(crate) fn poll_failed(&self, tenant: &str, elapsed_ms: Option<u64>, paused: bool) {
         self.poll_ended("failed", elapsed_ms);
+        let mut book = self.book.lock().expect("metrics book");
         self.set_state(
+            &mut book,
             tenant,
             if paused {
                 State::Paused
@@ -336,17 +393,15 @@ impl Metrics {
     /// A tenant whose credential cannot even be loaded: failing, unpolled.
     pub(crate) fn tenant_refused(&self, tenant: &str) {
         let mut book = self.book.lock().expect("metrics book");
-        let failures = book.tenants.get(tenant).map_or(0, |(_, f)| *f);
-        book.tenants
-            .insert(tenant.to_owned(), (State::Failing, failures));
+        book.entry(tenant).state = Some(State::Failing);
         self.publish_states(&book);
     }
 
     /// Sets the last audit's count of missing versions for `tenant` (the
     /// audit calls it).
     pub(crate) fn set_audit_missing(&self, tenant: &str, missing: u64) {
-        let label = self.book.lock().expect("metrics book").label(tenant);
-        self.audit_missing.get_or_create(&label).set(missing as i64);
+        let mut book = self.book.lock().expect("metrics book");
+        book.entry(tenant).audit_missing = Some(missing as i64);
     }
 
     /// The config in force (at start-up and after each reload): tenants no
@@ -354,29 +409,9 @@ impl Metrics {
     pub(crate) fn configured(&self, settings: &Settings) {
         let mut book = self.book.lock().expect("metrics book");
         book.disabled = settings.tenants.iter().filter(|t| !t.enabled).count() as i64;
-        let gone: Vec<String> = book
-            .tenants
-            .keys()
-            .filter(|name| !settings.enabled_tenants().any(|t| &t.name == *name))
-            .cloned()
-            .collect();
-        for name in gone {
-            book.tenants.remove(&name);
-        }
-        let unlabel: Vec<String> = book
-            .labelled
-            .iter()
-            .filter(|name| !settings.enabled_tenants().any(|t| &t.name == *name))
-            .cloned()
-            .collect();
-        for name in unlabel {
-            let label = tenant_label(&name);
-            self.last_success.remove(&label);
-            self.cursor.remove(&label);
-            self.consecutive_failures.remove(&label);
-            self.audit_missing.remove(&label);
-            book.labelled.remove(&name);
-        }
+        let enabled: HashSet<&str> = settings.enabled_tenants().map(|t| &*t.name).collect();
+        book.tenants.retain(|name, _| enabled.contains(&**name));
+        book.tenants.shrink_to_fit();
         self.publish_states(&book);
     }
 
@@ -384,37 +419,32 @@ impl Metrics {
     /// blank the per-tenant gauges until each tenant's next poll ends.
     pub(crate) fn seed(&self, settings: &Settings, rows: &[TenantStatus]) {
         let mut book = self.book.lock().expect("metrics book");
+        let by_id: HashMap<&str, &str> = settings
+            .enabled_tenants()
+            .map(|t| (&*t.tenant_id, &*t.name))
+            .collect();
         for row in rows {
-            let Some(tenant) = settings
-                .enabled_tenants()
-                .find(|t| t.tenant_id == row.tenant_id)
-            else {
+            let Some(name) = by_id.get(row.tenant_id.as_str()) else {
                 continue;
             };
-            let label = book.label(&tenant.name);
+            let entry = book.entry(name);
             if let Some(at) = row.last_success {
-                self.last_success
-                    .get_or_create(&label)
-                    .set(unix_seconds(at));
+                entry.last_success = Some(unix_seconds(at));
             }
             if let Some(c) = &row.cursor {
-                self.cursor.get_or_create(&label).set(unix_seconds(c.at));
+                entry.cursor = Some(unix_seconds(c.at));
             }
             if let Some(audit) = &row.last_audit {
-                self.audit_missing
-                    .get_or_create(&label)
-                    .set(audit.missing as i64);
+                entry.audit_missing = Some(audit.missing as i64);
             }
             let failures = row.consecutive_failures as i64;
-            self.consecutive_failures
-                .get_or_create(&label)
-                .set(failures);
-            let state = if failures > 0 {
+            entry.failures = failures;
+            entry.failures_shown = true;
+            entry.state = Some(if failures > 0 {
                 State::Failing
             } else {
                 State::Ok
-            };
-            book.tenants.insert(tenant.name.clone(), (state, failures));
+            });
         }
         self.publish_states(&book);
     }
@@ -426,24 +456,20 @@ impl Metrics {
         }
     }
 
-    fn set_state(&self, tenant: &str, state: State) {
-        let mut book = self.book.lock().expect("metrics book");
-        let entry = book
-            .tenants
-            .entry(tenant.to_owned())
-            .or_insert((State::Ok, 0));
-        entry.0 = state;
-        entry.1 = if state == State::Ok { 0 } else { entry.1 + 1 };
-        let failures = entry.1;
-        let label = book.label(tenant);
-        self.consecutive_failures
-            .get_or_create(&label)
-            .set(failures);
-        self.publish_states(&book);
+    fn set_state(&self, book: &mut Book, tenant: &str, state: State) {
+        let entry = book.entry(tenant);
+        entry.state = Some(state);
+        entry.failures = if state == State::Ok {
+            0
+        } else {
+            entry.failures + 1
+        };
+        entry.failures_shown = true;
+        self.publish_states(book);
     }
 
     fn publish_states(&self, book: &Book) {
-        let count = |s: State| book.tenants.values().filter(|(st, _)| *st == s).count() as i64;
+        let count = |s: State| book.tenants.values().filter(|e| e.state == Some(s)).count() as i64;
         let values = [
             count(State::Ok),
             count(State::Failing),
@@ -463,12 +489,6 @@ pub(crate) fn token_outcome<T>(result: &Result<T, crate::auth::AuthError>) -> &'
         Ok(_) => "ok",
         Err(e) if e.is_persistent() => "refused",
         Err(_) => "error",
-    }
-}
-
-fn tenant_label(tenant: &str) -> TenantLabel {
-    TenantLabel {
-        tenant: tenant.to_owned(),
     }
 }
 

@@ -105,6 +105,14 @@ fn tenants_are_counted_by_state_and_failures_run_until_a_success() {
     };
     assert_eq!(failures("fabrikam", &text), Some(2.0));
     assert_eq!(failures("contoso", &text), Some(0.0));
+    // Counts as integers, tenants in name order: each scrape reads alike.
+    let contoso = text
+        .find("mde_poller_tenant_consecutive_failures{tenant=\"contoso\"} 0\n")
+        .expect("contoso's failures as an integer");
+    let fabrikam = text
+        .find("mde_poller_tenant_consecutive_failures{tenant=\"fabrikam\"} 2\n")
+        .expect("fabrikam's failures as an integer");
+    assert!(contoso < fabrikam, "{text}");
     assert_eq!(
         sample(&text, "mde_poller_polls_total{outcome=\"failed\"}"),
         Some(3.0)

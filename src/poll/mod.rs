@@ -64,8 +64,9 @@ pub struct PollEnv {
 /// The tenant being polled.
 #[derive(Debug)]
 pub struct TenantPoll {
-    pub name: String,
-    pub tenant_id: String,
+    /// Shared with the tenant's token source and the scheduler's table.
+    pub name: Arc<str>,
+    pub tenant_id: Arc<str>,
     pub(crate) api: AlertsApi,
 }
 
@@ -694,8 +695,8 @@ impl From<PageOutcome> for Handled {
 
 struct PageContext {
     env: PollEnv,
-    tenant_name: String,
-    tenant_id: String,
+    tenant_name: Arc<str>,
+    tenant_id: Arc<str>,
     source: AlertSource,
     /// The `$top` asked for, and the source's rule for a complete answer.
     top: u32,
