@@ -588,9 +588,10 @@ impl<'a> Run<'a> {
     }
 
     /// Fetches one page and handles it; a body that does not parse (truncated
-    /// in transit) is fetched again, a bounded number of times. With
-    /// `accept_full` (a page of an instant or of a chain) it also returns the
-    /// digest of the page's ids, to tell a server that ignores `$skip`.
+    /// in transit) is fetched again, a bounded number of times. For a full
+    /// page of an instant (a query taken even when full) it also returns the
+    /// digest of the page's ids, to tell a server that ignores `$skip`; no
+    /// other page pays for that second parse.
     async fn fetch_and_handle(
         &self,
         source: Source<'_>,
@@ -606,6 +607,8 @@ impl<'a> Run<'a> {
             };
             self.state().report.requests += 1;
             let mut out = crate::api::take_buffer();
+            let top = self.top as usize;
+            let wants_digest = accept_full && matches!(source, Source::Query(_));
             let ctx = PageContext {
                 env: self.env.clone(),
                 tenant_name: self.tenant.name.clone(),
@@ -618,7 +621,8 @@ impl<'a> Run<'a> {
             };
             let (outcome, digest) = tokio::task::spawn_blocking(move || {
                 let outcome = handle_page(&ctx, &body, &mut out);
-                let digest = if accept_full {
+                let full = matches!(&outcome, Ok(PageOutcome::Done { count, .. }) if *count >= top);
+                let digest = if wants_digest && full {
                     id_digest(body.bytes())
                 } else {
                     None
