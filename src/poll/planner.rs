@@ -547,19 +547,11 @@ impl Planner {
             if t > from {
                 cuts.push(t);
             }
+            // (A closed window that ends at `after` needs no piece past it.)
             if after < end || to.is_none() {
                 cuts.push(after);
-                self.push_pieces(Window { from, to }, &cuts, true);
-            } else {
-                self.push_pieces(
-                    Window {
-                        from,
-                        to: Some(after),
-                    },
-                    &cuts,
-                    true,
-                );
             }
+            self.push_pieces(Window { from, to }, &cuts, true);
             return Step::Isolated { at: t };
         }
         // A hostile page may hold times outside the window asked for.
