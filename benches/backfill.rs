@@ -31,8 +31,8 @@
 mod support;
 
 use support::{
-    add_backfill_tenant, env_num, graph_source, latency, poller_bin, tenant_id, wait_for_budget,
-    APP_ID, BACKFILL_TENANT, SECRET,
+    add_backfill_tenant, env_num, graph_source, latency, page_top, per_minute, poller_bin,
+    start_simulator, tenant_id, wait_for_budget, APP_ID, BACKFILL_TENANT, SECRET,
 };
 
 use std::collections::HashSet;
@@ -41,7 +41,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mde_poller::sim::{ClientConfig, Latency, RequestKind, SimApp, SimOptions, Simulator};
+use mde_poller::sim::{ClientConfig, Latency, RequestKind, SimOptions, Simulator};
 use mde_poller::timestamp::Timestamp;
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -139,19 +139,11 @@ fn main() {
     // filled up would report the simulator's memory as its own.
     let mut launchers: Vec<Launcher> = (0..runs).map(|_| Launcher::spawn()).collect();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     // Real defaults (100 calls/min, 1500/h): the back-fill must fit them.
-    let sim = rt.block_on(async {
-        Simulator::start(SimOptions {
-            latency,
-            ..SimOptions::default()
-        })
-        .expect("simulator starts")
+    let (_rt, sim) = start_simulator(SimOptions {
+        latency,
+        ..SimOptions::default()
     });
-    sim.add_app(SimApp::with_secret(APP_ID, SECRET));
     let now = Timestamp::now();
     let from = now.saturating_sub(Duration::from_secs(20 * 3600));
     let generated = Instant::now();
@@ -163,11 +155,7 @@ fn main() {
         } else {
             alerts / tenants.len() + if i == 0 { alerts % tenants.len() } else { 0 }
         };
-        let top = if graph {
-            page_size.min(1000)
-        } else {
-            page_size
-        } as usize;
+        let top = page_top(graph, page_size as usize);
         // Every full page, and the short (or empty) last one that proves the end.
         min_requests += share / top + 1;
         max_tenant_requests = max_tenant_requests.max(share / top + 1);
@@ -178,11 +166,7 @@ fn main() {
         generated.elapsed().as_secs_f64()
     );
 
-    let per_minute = if graph {
-        SimOptions::default().graph_per_minute
-    } else {
-        SimOptions::default().per_minute
-    } as usize;
+    let per_minute = per_minute(graph);
     let mut calls = Vec::new();
     let mut results = Vec::new();
     for (i, launcher) in launchers.iter_mut().enumerate() {

@@ -20,8 +20,8 @@
 mod support;
 
 use support::{
-    add_backfill_tenant, env_num, graph_source, latency, median, wait_for_budget, APP_ID,
-    BACKFILL_TENANT, SECRET,
+    add_backfill_tenant, env_num, graph_source, latency, median, page_top, per_minute,
+    start_simulator, wait_for_budget, APP_ID, BACKFILL_TENANT, SECRET,
 };
 
 use std::collections::HashSet;
@@ -30,7 +30,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use mde_poller::sim::{RequestKind, SimApp, SimOptions, Simulator};
+use mde_poller::sim::{RequestKind, SimOptions};
 use mde_poller::timestamp::Timestamp;
 
 /// What one naive poll did.
@@ -51,19 +51,11 @@ fn main() {
     let runs = env_num("NAIVE_RUNS", 3).max(1) as usize;
     let page = env_num("NAIVE_PAGE_SIZE", if graph { 1000 } else { 10_000 }).max(1) as usize;
     let latency = latency("NAIVE", 300, 50);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     // The real call budgets: the naive poller must fit them as `once` does.
-    let sim = rt.block_on(async {
-        Simulator::start(SimOptions {
-            latency,
-            ..SimOptions::default()
-        })
-        .expect("simulator starts")
+    let (rt, sim) = start_simulator(SimOptions {
+        latency,
+        ..SimOptions::default()
     });
-    sim.add_app(SimApp::with_secret(APP_ID, SECRET));
     let now = Timestamp::now();
     let from = now.saturating_sub(Duration::from_secs(20 * 3600));
     let ids: HashSet<String> =
@@ -81,19 +73,14 @@ fn main() {
         latency.fixed,
         latency.per_alert
     );
-    // Graph serves at most 1,000 a page whatever `$top` asks.
-    let top = if graph { page.min(1000) } else { page };
+    let top = page_top(graph, page);
     println!(
         "  minimum requests ceil(N/page) + 1 = {}; target for `once`: <= {}",
         alerts.div_ceil(top) + 1,
         (alerts.div_ceil(top) + 1) * 5 / 4
     );
 
-    let per_minute = if graph {
-        SimOptions::default().graph_per_minute
-    } else {
-        SimOptions::default().per_minute
-    } as usize;
+    let per_minute = per_minute(graph);
     let mut calls = Vec::new();
     let mut times = Vec::new();
     let mut requests = Vec::new();

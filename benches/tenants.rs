@@ -23,7 +23,7 @@
 
 mod support;
 
-use support::{env_num, poller_bin, tenant_id, APP_ID, SECRET};
+use support::{env_num, poller_bin, start_simulator, tenant_id, APP_ID, SECRET};
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, Write};
@@ -31,7 +31,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mde_poller::sim::{ClientConfig, RequestKind, SimApp, SimOptions, SimTenant, Simulator};
+use mde_poller::sim::{ClientConfig, RequestKind, SimOptions, SimTenant};
 use mde_poller::timestamp::Timestamp;
 use nix::sys::resource::{getrusage, UsageWho};
 
@@ -98,18 +98,10 @@ fn main() {
     );
     let mut launcher = Launcher::spawn();
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let sim = rt.block_on(async {
-        Simulator::start(SimOptions {
-            token_lifetime: lifetime,
-            ..SimOptions::default()
-        })
-        .expect("simulator starts")
+    let (_rt, sim) = start_simulator(SimOptions {
+        token_lifetime: lifetime,
+        ..SimOptions::default()
     });
-    sim.add_app(SimApp::with_secret(APP_ID, SECRET));
     let tenants = tenants(n);
     let now = Timestamp::now();
     let from = now.saturating_sub(Duration::from_secs(3600));

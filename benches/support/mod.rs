@@ -9,12 +9,44 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use mde_poller::sim::{Latency, ServiceSource, SimTenant, Simulator};
+use mde_poller::sim::{Latency, ServiceSource, SimApp, SimOptions, SimTenant, Simulator};
 use mde_poller::timestamp::Timestamp;
 
 /// The partner app the simulator knows and every bench config names.
 pub const APP_ID: &str = "0a0b0c0d-1111-4222-8333-444455556666";
 pub const SECRET: &str = "BENCH-secret-value-0123456789";
+
+/// The simulator on a runtime of its own (kept alive by the caller while the
+/// simulator serves), with the benches' app added.
+pub fn start_simulator(options: SimOptions) -> (tokio::runtime::Runtime, Simulator) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let sim = rt.block_on(async { Simulator::start(options).expect("simulator starts") });
+    sim.add_app(SimApp::with_secret(APP_ID, SECRET));
+    (rt, sim)
+}
+
+/// The `$top` a tenant of the source asks for: Graph serves at most 1,000
+/// a page whatever `page_size` says (the poller asks that much).
+pub fn page_top(graph: bool, page_size: usize) -> usize {
+    if graph {
+        page_size.min(1000)
+    } else {
+        page_size
+    }
+}
+
+/// The simulator's default call budget a minute for the source.
+pub fn per_minute(graph: bool) -> usize {
+    let options = SimOptions::default();
+    if graph {
+        options.graph_per_minute as usize
+    } else {
+        options.per_minute as usize
+    }
+}
 
 /// The number in the environment variable `name` (`_` allowed as a digit
 /// separator), else `default`.
