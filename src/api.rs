@@ -509,13 +509,10 @@ impl AlertsApi {
         loop {
             let attempt = async {
                 let recovering = self.recovering().await;
-                self.budget.acquire().await;
                 let token = self.tokens.token().await?;
-                // A Retry-After that another read of this tenant was told
-                // while this one waited for its token holds this one too.
-                while let Some(wait) = self.budget.blocked_for() {
-                    tokio::time::sleep(wait).await;
-                }
+                // The budget last, just before sending: it also waits out a
+                // Retry-After another read of this tenant was told meanwhile.
+                self.budget.acquire().await;
                 let result = self.get_once(url, token.bearer(), turn).await;
                 Ok::<_, ApiError>((token, result, recovering.is_some()))
             };
