@@ -261,10 +261,6 @@ pub(crate) struct Planner {
     next_id: ReadId,
     /// Alerts per tick in the last complete window, for the pre-cut.
     density: Option<f64>,
-    /// A probe found a full page to be a fair sample of its window: the
-    /// server answers in no order, so later full pages (a piece the
-    /// estimate put over a page) are cut at once, without a probe each.
-    fair: bool,
 }
 
 impl Planner {
@@ -295,7 +291,6 @@ impl Planner {
             asked: HashMap::new(),
             next_id: 0,
             density: None,
-            fair: false,
         }
     }
 
@@ -566,21 +561,6 @@ impl Planner {
             .copied()
             .filter(|t| *t >= from && *t < end)
             .collect();
-        if self.fair && times.len() >= PROBE_FROM {
-            // A piece a little over a page (the usual miss) halves; with a
-            // count, as many pieces as it says.
-            let pieces = match full.matched {
-                Some(n) => (n as f64 / (QUANTILE_FILL * full.count.max(1) as f64)).ceil() as usize,
-                None => 2,
-            }
-            .clamp(2, MAX_PIECES);
-            let cuts = quantile_cuts(&times, pieces, from, end);
-            if !cuts.is_empty() {
-                let n = cuts.len() + 1;
-                self.push_pieces(Window { from, to }, &cuts, false);
-                return Step::Cut { from, pieces: n };
-            }
-        }
         if times.len() >= PROBE_FROM {
             let split = times.len() - times.len() / PROBE_SHARE;
             let at = times[split];
@@ -624,9 +604,17 @@ impl Planner {
                 Some(n) => n.saturating_sub(probed) as f64,
                 None => s.below.len() as f64 * scale,
             };
-            self.fair = true;
             let pieces = ((expected / (QUANTILE_FILL * page)).ceil() as usize).clamp(1, MAX_PIECES);
-            let cuts = quantile_cuts(&s.below, pieces, rest.from, rest_end);
+            let mut cuts: Vec<Timestamp> = Vec::with_capacity(pieces);
+            // No sampled time below the probe (a page of alerts without
+            // times): nothing to place cuts by; the rest is one read.
+            let pieces = if s.below.is_empty() { 1 } else { pieces };
+            for j in 1..pieces {
+                let at = s.below[j * s.below.len() / pieces];
+                if at > cuts.last().copied().unwrap_or(rest.from) && at < rest_end {
+                    cuts.push(at);
+                }
+            }
             self.push_pieces(rest, &cuts, false);
             return Step::Cut {
                 from: rest.from,
@@ -670,28 +658,6 @@ impl Planner {
             pieces: cuts.len() + 1,
         }
     }
-}
-
-/// Cut points that split sorted `times` into `pieces` parts of one share
-/// each, strictly inside `(from, end)` and increasing (none where the times
-/// give none, e.g. no times at all).
-fn quantile_cuts(
-    times: &[Timestamp],
-    pieces: usize,
-    from: Timestamp,
-    end: Timestamp,
-) -> Vec<Timestamp> {
-    let mut cuts: Vec<Timestamp> = Vec::with_capacity(pieces);
-    if times.is_empty() {
-        return cuts;
-    }
-    for j in 1..pieces {
-        let at = times[j * times.len() / pieces];
-        if at > cuts.last().copied().unwrap_or(from) && at < end {
-            cuts.push(at);
-        }
-    }
-    cuts
 }
 
 #[cfg(test)]
@@ -982,34 +948,6 @@ mod tests {
             plan.answer(read.id, emitted(held.len()), now).unwrap();
         }
         assert!(plan.is_done());
-    }
-
-    #[test]
-    fn once_a_probe_found_a_fair_sample_a_full_piece_is_halved_without_one() {
-        let alerts = spread(10_000, 1_000_000);
-        let now = t(1_000_000);
-        let mut plan = Planner::new(t(0), 1000, short_page);
-        let first = plan.next(now).unwrap();
-        let (sample, _) = fair(&alerts, &first);
-        let full = FullPage::from_times(sample.len(), sample);
-        plan.answer(first.id, Answer::Withheld(full), now).unwrap();
-        let probe = plan.next(now).unwrap();
-        let (held, _) = fair(&alerts, &probe);
-        plan.answer(probe.id, emitted(held.len()), now).unwrap();
-        // A piece the estimate put over a page: its own page is a fair
-        // sample too, cut at its median at once.
-        let piece = plan.next(now).unwrap();
-        let times: Vec<Timestamp> = (0..1000)
-            .map(|i| t(piece.from.ticks() + 1 + i * 50))
-            .collect();
-        let step = plan
-            .answer(
-                piece.id,
-                Answer::Withheld(FullPage::from_times(1000, times)),
-                now,
-            )
-            .unwrap();
-        assert!(matches!(step, Step::Cut { pieces: 2, .. }), "{step:?}");
     }
 
     #[test]
